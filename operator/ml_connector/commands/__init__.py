@@ -1,0 +1,1 @@
+"""One module per ``ml-connector`` subcommand; each exposes ``command``."""

@@ -1,0 +1,1 @@
+"""Pydantic models of the SyncConnection / SyncRun custom resources: the single source of truth."""
