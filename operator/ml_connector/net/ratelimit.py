@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 class RateLimiter:
@@ -19,11 +19,13 @@ class RateLimiter:
         burst: int | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.rate = rate
         self.burst = float(burst if burst is not None else max(1, int(rate)))
         self._tokens = self.burst
         self._clock = clock
+        self._sleep = sleep
         self._updated = clock()
         self._lock = asyncio.Lock()
 
@@ -45,7 +47,7 @@ class RateLimiter:
             self._refill()
             while self._tokens < 1.0:
                 delay = (1.0 - self._tokens) / self.rate
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 waited += delay
                 self._refill()
             self._tokens -= 1.0

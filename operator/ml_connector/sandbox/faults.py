@@ -83,10 +83,7 @@ class FaultInjector:
         self._rules.clear()
 
     def describe(self) -> list[dict[str, Any]]:
-        return [
-            {"rule": a.rule.model_dump(), "seen": a.seen, "fired": a.fired}
-            for a in self._rules
-        ]
+        return [{"rule": a.rule.model_dump(), "seen": a.seen, "fired": a.fired} for a in self._rules]
 
     def _select(self, request: web.Request) -> FaultRule | None:
         for armed in self._rules:
@@ -159,7 +156,11 @@ def _drop(request: web.Request) -> None:
 
 
 def _default_body(status: int) -> dict[str, Any]:
-    messages = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-                503: "Service Unavailable", 504: "Gateway Timeout"}
+    messages = {
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }
     return {"status": {"code": status, "message": messages.get(status, "Injected fault")}}
-
