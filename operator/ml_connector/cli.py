@@ -16,6 +16,7 @@ from ml_connector import __version__
 
 #: name -> module under ml_connector.commands; add a line here when adding a subcommand.
 COMMANDS: dict[str, str] = {
+    "crds": "crds",
     "sandbox": "sandbox",
 }
 

@@ -76,14 +76,25 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         """Normalized, JSON-ready payload (amounts and dates as strings)."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, Decimal):
                 value = format(value, "f")
-            elif isinstance(value, dt.datetime | dt.date):
+            elif isinstance(value, dt.date):  # datetime is a date
                 value = value.isoformat()
-            out[f.name] = value
+            out[name] = value
         return out
+
+
+_FIELD_NAMES: dict[type[Record], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Record]) -> tuple[str, ...]:
+    """Field names of a record class, computed once (``dataclasses.fields`` per call dominated ``to_dict``)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -128,18 +128,18 @@ class RetryingTransport(httpx.AsyncBaseTransport):
             self._observer(request, response.status_code, time.monotonic() - started)
         return response
 
-    def _should_retry_response(self, request: httpx.Request, response: httpx.Response) -> bool:
+    def _should_retry_response(self, idempotent: bool, response: httpx.Response) -> bool:
         status = response.status_code
         if status not in self.policy.retry_statuses:
             return False
-        return status == 429 or is_idempotent(request)
+        return status == 429 or idempotent
 
     @staticmethod
-    def _should_retry_exception(request: httpx.Request, exc: BaseException) -> bool:
+    def _should_retry_exception(idempotent: bool, exc: BaseException) -> bool:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
             return True
         if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
-            return is_idempotent(request)
+            return idempotent
         return False
 
     def _wait(self, state: RetryCallState) -> float:
@@ -167,11 +167,14 @@ class RetryingTransport(httpx.AsyncBaseTransport):
             assert state.outcome is not None
             return state.outcome.result()  # type: ignore[no-any-return]
 
+        # The predicates capture a bool, not the request: AsyncRetrying is self-referential, and a request
+        # captured in it (with its body, e.g. an 8 MB upload chunk) would live until the cyclic GC runs.
+        idempotent = is_idempotent(request)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_attempts) | stop_after_delay(self.policy.total_budget),
             wait=self._wait,
-            retry=retry_if_result(lambda r: self._should_retry_response(request, r))
-            | retry_if_exception(lambda e: self._should_retry_exception(request, e)),
+            retry=retry_if_result(lambda r: self._should_retry_response(idempotent, r))
+            | retry_if_exception(lambda e: self._should_retry_exception(idempotent, e)),
             before_sleep=discard,
             sleep=self._sleep,
             retry_error_callback=give_up,

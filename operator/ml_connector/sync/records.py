@@ -1,0 +1,41 @@
+"""Canonical records, re-exported where DESIGN.md places them (they live in :mod:`ml_connector.records`)."""
+
+from ml_connector.records import (
+    ENTITIES,
+    RECORD_TYPES,
+    BudgetLine,
+    CostCenter,
+    Customer,
+    Entity,
+    GLAccount,
+    GLPosting,
+    Item,
+    Payment,
+    PurchaseOrder,
+    Record,
+    Supplier,
+    SupplierInvoice,
+    check_period,
+    content_hash,
+    period_of,
+)
+
+__all__ = [
+    "ENTITIES",
+    "RECORD_TYPES",
+    "BudgetLine",
+    "CostCenter",
+    "Customer",
+    "Entity",
+    "GLAccount",
+    "GLPosting",
+    "Item",
+    "Payment",
+    "PurchaseOrder",
+    "Record",
+    "Supplier",
+    "SupplierInvoice",
+    "check_period",
+    "content_hash",
+    "period_of",
+]
