@@ -529,8 +529,8 @@ class SqlAuditStore(abc.ABC):
             params.append(flow)
         if only_failed:
             where += (
-                " AND EXISTS (SELECT 1 FROM audit_events f WHERE f.run_id = e.run_id AND f.flow = e.flow"
-                " AND f.natural_key = e.natural_key AND f.status = ?)"
+                " AND EXISTS (SELECT 1 FROM audit_events f WHERE f.natural_key = e.natural_key"
+                " AND f.run_id = e.run_id AND f.flow = e.flow AND f.status = ?)"  # via the natural_key index
             )
             params.append(EventStatus.REJECTED.value)
         async for event in self._stream(where, params):

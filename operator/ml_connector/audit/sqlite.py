@@ -57,7 +57,6 @@ MIGRATIONS: Mapping[int, Sequence[str]] = {
             at TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS audit_events_key ON audit_events (natural_key)",
-        "CREATE INDEX IF NOT EXISTS audit_events_run_key ON audit_events (run_id, flow, natural_key)",
         "CREATE INDEX IF NOT EXISTS audit_events_run_status ON audit_events (run_id, status, id)",
         """CREATE TABLE IF NOT EXISTS audit_watermarks (
             connection TEXT NOT NULL,
