@@ -114,7 +114,7 @@ async def bare_m3(ionapi: str) -> int:
 
     import httpx
 
-    doc = json.loads(open(ionapi).read())  # noqa: ASYNC230, PTH123, SIM115 - once, before any request
+    doc = json.loads(open(ionapi).read())  # noqa: ASYNC230, SIM115 - once, before any request
     base = f"{doc['iu']}/{doc['ti']}/M3/m3api-rest/v2/execute/EXPORTMI/Select"
     fields = "EGCONO,EGDIVI,EGYEA4,EGJRNO,EGJSNO,EGACDT,EGAIT1,EGAIT2,EGACAM,EGCUCD,EGVSER,EGVONO,EGTRCD,EGLMDT,EGVTXT"
     limits = httpx.Limits(max_connections=CONCURRENCY + 2)
@@ -124,8 +124,9 @@ async def bare_m3(ionapi: str) -> int:
 
         async def select(where: str, maxrecs: int) -> list[str]:
             async with slots:
-                response = await http.get(base, headers=headers, params={
-                    "QERY": f"{fields} from FGLEDG where {where}", "SEPC": "|", "maxrecs": maxrecs, "cono": "100"})  # fmt: skip
+                query = f"{fields} from FGLEDG where {where}"
+                params = {"QERY": query, "SEPC": "|", "maxrecs": maxrecs, "cono": "100"}
+                response = await http.get(base, headers=headers, params=params)
             response.raise_for_status()
             return [r["REPL"] for r in response.json()["results"][0]["records"]]
 
@@ -163,7 +164,7 @@ async def bare_syteline(ionapi: str) -> int:
 
     import httpx
 
-    doc = json.loads(open(ionapi).read())  # noqa: ASYNC230, PTH123, SIM115
+    doc = json.loads(open(ionapi).read())  # noqa: ASYNC230, SIM115
     url = f"{doc['iu']}/{doc['ti']}/CSI/IDORequestService/ido/load/SLLedgers"
     props = "Site,TransNum,Acct,AcctUnit1,TransDate,DomAmount,CurrCode,Ref,RecordDate"
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=CONCURRENCY + 2), timeout=120) as http:
@@ -220,7 +221,9 @@ def main() -> None:
             info = parent.recv()
             try:
                 for product in args.products.split(","):
-                    results = {mode: run_case(ctx, mode, product, info["files"][product]) for mode in ("bare", "client")}
+                    results = {
+                        mode: run_case(ctx, mode, product, info["files"][product]) for mode in ("bare", "client")
+                    }
                     for mode in ("bare", "client"):
                         r = results[mode]
                         if r["count"] != info["count"]:

@@ -806,6 +806,16 @@ class SyncRunStatus(_StatusWire):
     """Ready, Reconciling (only while True) and Stalled (only while True)."""
     message: str | None = Field(default=None, max_length=32768)
     """What is happening or what went wrong."""
+    flow_counts: dict[str, RunCounts] = Field(default_factory=dict)
+    """Records moved per flow (entity)."""
+    lock_wait_seconds: float | None = Field(default=None, ge=0)
+    """Time spent waiting for the model Lease."""
+    api_errors: dict[str, dict[str, int]] = Field(default_factory=dict)
+    """Error answers from Infor and Anaplan seen by the run, by service and HTTP status code."""
+    discovered: Discovered | None = None
+    """Anaplan ids the run discovered by name (copied into the connection's status)."""
+    error: str | None = Field(default=None, max_length=32768)
+    """What stopped the worker, as it reported it (never a secret)."""
 
 
 # --------------------------------------------------------------------------------------------------

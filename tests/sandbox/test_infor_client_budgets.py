@@ -111,7 +111,11 @@ async def test_m3_add_falls_back_to_update_when_the_cell_appeared_meanwhile(info
             self.inner = httpx.AsyncHTTPTransport()
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            if request.method == "POST" and request.url.path.endswith("/v2/execute") and b"AddBudgetLnPer" in request.content:
+            if (
+                request.method == "POST"
+                and request.url.path.endswith("/v2/execute")
+                and b"AddBudgetLnPer" in request.content
+            ):
                 line = lines[0]
                 state.m3_budget_lines[tenant][("P30", "ANP", "2025")][
                     (line.account, line.cost_center, line.currency, line.period.replace("-", ""))
@@ -184,7 +188,10 @@ async def test_syteline_forecast_write_back_twice(infor: RunningInfor) -> None:
     line = lines[0]
     site = infor.state.dataset.cost_center_by_code[line.cost_center].plant
     assert after[(site, line.account, line.cost_center, 2025)][1][int(line.period[5:]) - 1] == int(line.amount * 100)
-    assert after[(site, line.account, line.cost_center, 2025)][0] == before[(site, line.account, line.cost_center, 2025)][0]
+    assert (
+        after[(site, line.account, line.cost_center, 2025)][0]
+        == before[(site, line.account, line.cost_center, 2025)][0]
+    )
     assert len(forecast) == len({(b.account, b.cost_center) for b in budget(infor, 2025)})  # every row's June
 
 

@@ -60,12 +60,13 @@ async def test_expired_token_mid_extraction_is_renewed_and_the_request_replayed(
 
 
 async def test_short_lived_tokens_are_refreshed_before_they_expire() -> None:
-    # 1 s tokens; the rate limit (30 req/s, no burst) stretches the extraction past several lifetimes.
+    # 1 s tokens. 25 customers in pages of 2 = 13 calls; the rate limit (10/s, no burst) spaces them at
+    # least 0.1 s apart, so the extraction outlives 80 % of the first token whatever the machine's speed.
     async with emulator(products=("M3",), token_lifetime=1.0) as infor:
-        async with open_m3(infor, list_page_size=2, client=client_options(rate_limit=30.0, burst=1)) as m3:
+        async with open_m3(infor, list_page_size=2, client=client_options(rate_limit=10.0, burst=1)) as m3:
             records, _ = await read_all(m3, "customers")
             tokens = m3.client.tokens  # type: ignore[attr-defined]
-        assert len(records) == len(infor.state.dataset.customers)
+        assert len(records) == len(infor.state.dataset.customers) == 25
         assert tokens.grants["refresh_token"] >= 1  # renewed at ~80 % of the 1 s lifetime
         assert infor.state.stats["token.refresh"] == tokens.grants["refresh_token"]
 
@@ -209,7 +210,8 @@ async def test_fsm_reads(infor: RunningInfor, entity: Entity) -> None:
     assert len(records) == len(expected)
     if entity == "suppliers":  # FSM's Vendor list carries no country or status
         assert {(r.supplier_id, r.name, r.currency) for r in records} == {  # type: ignore[attr-defined]
-            (r.supplier_id, r.name, r.currency) for r in expected  # type: ignore[attr-defined]
+            (r.supplier_id, r.name, r.currency)
+            for r in expected  # type: ignore[attr-defined]
         }
     else:
         assert projected(entity, records) == projected(entity, expected)
@@ -229,7 +231,7 @@ async def test_fsm_incremental_and_unsupported_entities(infor: RunningInfor) -> 
 
 async def test_ln_is_refused_with_what_is_missing(infor: RunningInfor) -> None:
     creds = credentials(infor, "M3")
-    with pytest.raises(ProductLineNotSupportedError, match="LN .* is not supported yet") as info:
+    with pytest.raises(ProductLineNotSupportedError, match=r"LN .* is not supported yet") as info:
         open_product_line("LN", creds)
     assert "X-Infor-LnCompany" in str(info.value)
     assert creds.cs.get_secret_value() not in str(info.value)

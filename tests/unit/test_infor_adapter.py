@@ -60,7 +60,7 @@ def test_syteline_needs_sites() -> None:
 
 
 def test_options_are_validated() -> None:
-    with pytest.raises(ValueError, match="cost_center_dimension must be 2..7"):
+    with pytest.raises(ValueError, match=r"cost_center_dimension must be 2\.\.7"):
         M3Options(cost_center_dimension=1)
     with pytest.raises(ValueError, match="master_data_site 'X'"):
         SyteLineOptions(sites={"S1": "C1"}, master_data_site="X")

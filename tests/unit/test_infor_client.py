@@ -169,7 +169,12 @@ async def test_m3_400_error_at_top_level() -> None:
         with pytest.raises(M3Error) as info:
             await M3Api(client).execute("CRS620MI", "GetBasicData", {"SUNO": "S9999"})
     error = info.value
-    assert (error.program, error.transaction, error.code, error.field) == ("CRS620MI", "GetBasicData", "WSU0203", "SUNO")
+    assert (error.program, error.transaction, error.code, error.field) == (
+        "CRS620MI",
+        "GetBasicData",
+        "WSU0203",
+        "SUNO",
+    )
     assert "Supplier number S9999 does not exist" in str(error)
 
 
@@ -208,7 +213,8 @@ async def test_m3_bulk_per_result_errors_and_not_processed() -> None:
         bodies.append(json.loads(request.content))
         return httpx.Response(200, json={
             "results": [{"transaction": "AddBudgetLnPer", "records": []},
-                        {"transaction": "AddBudgetLnPer", "errorMessage": "Record already exists", "errorCode": "WBU0001"},
+                        {"transaction": "AddBudgetLnPer", "errorMessage": "Record already exists",
+                         "errorCode": "WBU0001"},
                         {"transaction": "AddBudgetLnPer", "notProcessed": True}],
             "wasTerminated": True, "terminationReason": "too many errors",
             "nrOfSuccessfullTransactions": 1, "nrOfFailedTransactions": 1})  # fmt: skip
@@ -225,7 +231,10 @@ async def test_m3_bulk_per_result_errors_and_not_processed() -> None:
     assert bodies[0]["program"] == "BUS100MI"
     assert bodies[0]["cono"] == 100
     assert bodies[0]["divi"] == "P10"
-    assert bodies[0]["transactions"][0] == {"transaction": "AddBudgetLnPer", "record": {"BUPE": "202501", "BCUA": "1.00"}}
+    assert bodies[0]["transactions"][0] == {
+        "transaction": "AddBudgetLnPer",
+        "record": {"BUPE": "202501", "BCUA": "1.00"},
+    }
 
 
 async def test_exportmi_select_splits_rows_and_keeps_separators_in_the_last_field() -> None:

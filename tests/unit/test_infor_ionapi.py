@@ -81,7 +81,11 @@ def test_pu_without_trailing_slash_still_composes() -> None:
 
 
 def test_overrides_of_tenant_url_and_token_endpoint() -> None:
-    creds = parse(document(), tenant_url="https://proxy.example.com/ion/", token_endpoint="https://sso.example.com/x/as/token.oauth2")
+    creds = parse(
+        document(),
+        tenant_url="https://proxy.example.com/ion/",
+        token_endpoint="https://sso.example.com/x/as/token.oauth2",
+    )
     assert creds.api_base == "https://proxy.example.com/ion/ACME_TST"
     assert creds.token_url == "https://sso.example.com/x/as/token.oauth2"
     assert creds.revoke_url == "https://sso.example.com/x/as/revoke_token.oauth2"
@@ -154,7 +158,9 @@ def test_truncated_file() -> None:
     assert_no_secret(str(info.value))
 
 
-@pytest.mark.parametrize(("text", "found"), [("[]", "an array"), ('"x"', "a string"), ("42", "a number"), ("null", "null")])
+@pytest.mark.parametrize(
+    ("text", "found"), [("[]", "an array"), ('"x"', "a string"), ("42", "a number"), ("null", "null")]
+)
 def test_not_an_object(text: str, found: str) -> None:
     with pytest.raises(IonApiFileError, match=f"must contain a JSON object, found {found}"):
         parse(text)

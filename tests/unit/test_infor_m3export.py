@@ -63,9 +63,9 @@ async def test_every_row_once_in_key_order_whatever_the_batch_size(batch: int) -
     assert await read(table, batch) == expected
 
 
-async def test_long_journal_is_drained_by_line(batch: int = 3) -> None:
+async def test_long_journal_is_drained_by_line() -> None:
     table = FakeTable(ledger())
-    await read(table, batch)
+    await read(table, 3)
     assert any("EGJRNO = 11 and EGJSNO > " in q for q in table.queries)
     assert any("EGJRNO > 11" in q for q in table.queries)
 
@@ -77,7 +77,9 @@ async def test_distinct_by_skip_scan() -> None:
 
 async def test_rows_out_of_key_order_are_refused() -> None:
     class Shuffled(FakeTable):
-        async def select(self, fields: Sequence[str], table: str, where: str | None, *, maxrecs: int) -> list[list[str]]:
+        async def select(
+            self, fields: Sequence[str], table: str, where: str | None, *, maxrecs: int
+        ) -> list[list[str]]:
             rows = await super().select(fields, table, where, maxrecs=maxrecs)
             return list(reversed(rows))
 

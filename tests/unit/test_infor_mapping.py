@@ -65,7 +65,9 @@ def test_dates_and_stamps() -> None:
 
 def test_convert_returns_a_source_record_error_naming_field_and_key() -> None:
     def build(row: m.Row) -> Supplier:
-        return Supplier(supplier_id=m.key(row, "SUNO"), name=m.text(row, "SUNM"), changed_at=m.epoch_millis(row, "LMTS"))
+        return Supplier(
+            supplier_id=m.key(row, "SUNO"), name=m.text(row, "SUNM"), changed_at=m.epoch_millis(row, "LMTS")
+        )
 
     good = m.convert("suppliers", "M3 test", {"SUNO": "S1", "SUNM": "A", "LMTS": "0"}, build, ("SUNO",))
     assert isinstance(good, Supplier)
@@ -81,7 +83,13 @@ def test_convert_returns_a_source_record_error_naming_field_and_key() -> None:
 
 
 def test_party_status() -> None:
-    assert [m.party_status(s) for s in ("20", "90", "A", "I", "50")] == ["active", "inactive", "active", "inactive", "50"]
+    assert [m.party_status(s) for s in ("20", "90", "A", "I", "50")] == [
+        "active",
+        "inactive",
+        "active",
+        "inactive",
+        "50",
+    ]
 
 
 def _m3_transport(rows: list[str]) -> httpx.MockTransport:

@@ -110,7 +110,7 @@ def test_secrets_are_read_only_files_never_environment() -> None:
     assert volumes["infor-credentials"]["secret"] == {
         "secretName": "infor",
         "defaultMode": 0o440,
-        "optional": False,
+        "optional": True,
         "items": [{"key": "t.ionapi", "path": "credentials.ionapi"}],
     }
     assert volumes["anaplan-credentials"]["secret"]["secretName"] == "ap"

@@ -21,7 +21,7 @@ from ml_connector.infor.errors import UnsupportedEntityError
 from ml_connector.infor.ionapi import IonApiCredentials
 from ml_connector.infor.mapping import SourceRecordError
 from ml_connector.infor.options import FsmOptions, M3Options, ProductOptions, SyteLineOptions
-from ml_connector.records import BudgetLine, Entity, Record
+from ml_connector.records import BudgetLine, Entity, Record, check_period
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -39,8 +39,11 @@ class ProductLine(Protocol):
     name: ClassVar[ProductLineKind]
     supported: ClassVar[frozenset[Entity]]
 
-    def read(self, entity: Entity, *, changed_since: dt.datetime | None = None) -> AsyncIterator[Extracted]:
-        """Records of ``entity`` (changed at or after ``changed_since`` minus the overlap, when given)."""
+    def read(
+        self, entity: Entity, *, changed_since: dt.datetime | None = None, periods: Collection[str] | None = None
+    ) -> AsyncIterator[Extracted]:
+        """Records of ``entity`` (changed at or after ``changed_since`` minus the overlap, when given;
+        ``periods``: only records of those ``YYYY-MM`` accounting periods, for entities that have one)."""
         ...
 
     def read_budget(
@@ -76,11 +79,19 @@ class BaseProductLine:
         if entity not in self.supported or entity == "budget_lines":
             raise UnsupportedEntityError(self.name, entity, self.supported - {"budget_lines"})
 
-    def read(self, entity: Entity, *, changed_since: dt.datetime | None = None) -> AsyncGenerator[Extracted, None]:
+    def read(
+        self, entity: Entity, *, changed_since: dt.datetime | None = None, periods: Collection[str] | None = None
+    ) -> AsyncGenerator[Extracted, None]:
         self.check(entity)
-        return self._read(entity, changed_since)
+        wanted = period_filter(entity, periods)
+        stream = self._read(entity, changed_since, wanted)
+        return stream if wanted is None else _in_periods(stream, wanted)
 
-    def _read(self, entity: Entity, changed_since: dt.datetime | None) -> AsyncGenerator[Extracted, None]:
+    def _read(
+        self, entity: Entity, changed_since: dt.datetime | None, periods: frozenset[str] | None = None
+    ) -> AsyncGenerator[Extracted, None]:
+        """The product's read; ``periods`` is a hint it may push down to the server (the base class filters
+        the result again, so a product line that ignores it is still correct)."""
         raise NotImplementedError
 
     def read_budget(
@@ -102,6 +113,52 @@ class BaseProductLine:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+#: Entities whose records carry an accounting ``period`` (the ``periods`` filter of ``read``).
+PERIOD_ENTITIES: frozenset[Entity] = frozenset({"gl_postings", "supplier_invoices", "payments"})
+
+
+def period_filter(entity: Entity, periods: Collection[str] | None) -> frozenset[str] | None:
+    """The checked ``periods`` filter for ``entity`` (None: no filter); ValueError names what is wrong."""
+    if periods is None:
+        return None
+    if entity not in PERIOD_ENTITIES:
+        raise ValueError(
+            f"a period filter applies to {', '.join(sorted(PERIOD_ENTITIES))}, not to {entity!r} (it has no period)"
+        )
+    if isinstance(periods, str):
+        raise TypeError("periods must be a collection of 'YYYY-MM' strings, not one string")
+    return frozenset(check_period(p) for p in periods)
+
+
+def period_ranges(periods: Collection[str]) -> list[tuple[dt.date, dt.date]]:
+    """Contiguous runs of ``YYYY-MM`` periods as (first day, last day) date ranges, in order."""
+    months = sorted({int(p[:4]) * 12 + int(p[5:7]) - 1 for p in periods})
+    ranges: list[tuple[int, int]] = []
+    for month in months:
+        if ranges and ranges[-1][1] == month - 1:
+            ranges[-1] = (ranges[-1][0], month)
+        else:
+            ranges.append((month, month))
+    out = []
+    for first, last in ranges:
+        start = dt.date(first // 12, first % 12 + 1, 1)
+        after = last + 1
+        end = dt.date(after // 12, after % 12 + 1, 1) - dt.timedelta(days=1)
+        out.append((start, end))
+    return out
+
+
+async def _in_periods(
+    stream: AsyncGenerator[Extracted, None], periods: frozenset[str]
+) -> AsyncGenerator[Extracted, None]:
+    try:
+        async for item in stream:
+            if isinstance(item, SourceRecordError) or getattr(item, "period", None) in periods:
+                yield item
+    finally:
+        await stream.aclose()
 
 
 def open_product_line(

@@ -101,7 +101,10 @@ class FsmProductLine(BaseProductLine):
                 return
             start += len(body)
 
-    async def _read(self, entity: Entity, changed_since: dt.datetime | None) -> AsyncGenerator[Extracted, None]:
+    async def _read(
+        self, entity: Entity, changed_since: dt.datetime | None, periods: frozenset[str] | None = None
+    ) -> AsyncGenerator[Extracted, None]:
+        # ``periods`` is filtered client-side by BaseProductLine.read (the generic list API has no date filter).
         spec = READS[entity]
         since = None if changed_since is None else changed_since - self.options.incremental_overlap
         build = self._builders[entity]

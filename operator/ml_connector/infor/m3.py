@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Seq
 from decimal import Decimal
 from typing import ClassVar
 
-from ml_connector.infor.adapter import BaseProductLine, Extracted, ProductLineKind
+from ml_connector.infor.adapter import BaseProductLine, Extracted, ProductLineKind, period_ranges
 from ml_connector.infor.budgets import BudgetLines, BudgetWriteReport
 from ml_connector.infor.client import IonApiClient
 from ml_connector.infor.errors import ExtractionError
@@ -62,7 +62,6 @@ from ml_connector.records import (
     Item,
     Payment,
     PurchaseOrder,
-    Record,
     Supplier,
     SupplierInvoice,
 )
@@ -180,10 +179,13 @@ class M3ProductLine(BaseProductLine):
         self.exporter = Exporter(self.api)
         self._divisions: list[str] | None = None
         self._gl = fgledg_spec(options.cost_center_dimension)
+        self._currencies: dict[str, str] = {}
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    async def _read(self, entity: Entity, changed_since: dt.datetime | None) -> AsyncGenerator[Extracted, None]:
+    async def _read(
+        self, entity: Entity, changed_since: dt.datetime | None, periods: frozenset[str] | None = None
+    ) -> AsyncGenerator[Extracted, None]:
         since = None if changed_since is None else changed_since - self.options.incremental_overlap
         readers: dict[Entity, Callable[[dt.datetime | None], AsyncGenerator[list[Extracted], None]]] = {
             "suppliers": self._suppliers,
@@ -191,7 +193,7 @@ class M3ProductLine(BaseProductLine):
             "items": self._items,
             "gl_accounts": self._accounts,
             "cost_centers": self._cost_centers,
-            "gl_postings": self._gl_postings,
+            "gl_postings": lambda since: self._gl_postings(since, periods),
             "supplier_invoices": self._supplier_invoices,
             "payments": self._payments,
             "purchase_orders": self._purchase_orders,
@@ -332,6 +334,19 @@ class M3ProductLine(BaseProductLine):
                     out[row["AITM"]] = row["DIVI"]
         return out
 
+    async def division_currency(self, division: str) -> str:
+        """The local currency of ``division``: the currency of its general ledger (``EGCUCD`` of an FGLEDG line).
+
+        [INF] M3 keeps it in MNS100MI (``LOCD``); the ledger's own currency needs no extra program and is what
+        the budget lines of the division are kept in. Cached; ``""`` when the division has no ledger lines.
+        """
+        cached = self._currencies.get(division)
+        if cached is None:
+            where = "EGDIVI = '" + division.replace("'", "''") + "'"
+            rows = await self.api.select(["EGCUCD"], "FGLEDG", where, maxrecs=1)
+            cached = self._currencies[division] = rows[0][0].strip() if rows and rows[0] else ""
+        return cached
+
     # -- EXPORTMI tables -----------------------------------------------------------------------
 
     async def divisions(self) -> list[str]:
@@ -368,10 +383,24 @@ class M3ProductLine(BaseProductLine):
                 out.append(dict(zip(fields, row, strict=True)))
         return out
 
-    async def _gl_postings(self, since: dt.datetime | None) -> AsyncGenerator[list[Extracted], None]:
+    async def _gl_postings(
+        self, since: dt.datetime | None, periods: frozenset[str] | None = None
+    ) -> AsyncGenerator[list[Extracted], None]:
+        """FGLEDG per (division, year); ``periods`` become ``EGACDT`` ranges in the where clause (one read per
+        contiguous run of periods)."""
+        changed = [f"EGLMDT >= {_ymd_text(since.astimezone(dt.UTC).date())}"] if since is not None else []
+        if periods is None:
+            async for page in self._gl_range(changed):
+                yield page
+            return
+        for first, last in period_ranges(periods):
+            dates = [f"EGACDT >= {_ymd_text(first)}", f"EGACDT <= {_ymd_text(last)}"]
+            async for page in self._gl_range([*changed, *dates]):
+                yield page
+
+    async def _gl_range(self, extra: list[str]) -> AsyncGenerator[list[Extracted], None]:
         spec = self._gl
         cc_field = f"EGAIT{self.options.cost_center_dimension}"
-        extra = [f"EGLMDT >= {_ymd_text(since.astimezone(dt.UTC).date())}"] if since is not None else []
         company = self.options.company
 
         def build(row: Row) -> GLPosting:
@@ -572,4 +601,4 @@ def _whole(row: Row) -> None:
         raise BadField("REPL", None, f"EXPORTMI row has {problem}")
 
 
-__all__ = ["M3ProductLine", "Record"]
+__all__ = ["M3ProductLine"]

@@ -173,7 +173,13 @@ class M3Budgets:
                 report.add(BudgetLineOutcome(line, "failed", target, reason=refusal or "no division"))
                 continue
             amount = quantize(line.amount, decimals)
-            cell = (line.account, line.cost_center, line.currency, bupe(line.period))
+            # a line without a currency is in the division's local currency (Anaplan exports carry none)
+            currency = line.currency or await self.product.division_currency(division)
+            if not currency:
+                reason = f"no currency given and none found for division {division}"
+                report.add(BudgetLineOutcome(line, "failed", f"M3 {PROGRAM} {division}/{buno}", reason=reason))
+                continue
+            cell = (line.account, line.cost_center, currency, bupe(line.period))
             bver = self._bver(version, line.period)
             planned = by_division.setdefault((division, bver), {})
             if cell in planned:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar
 
-from ml_connector.infor.adapter import BaseProductLine, Extracted, ProductLineKind
+from ml_connector.infor.adapter import BaseProductLine, Extracted, ProductLineKind, period_ranges
 from ml_connector.infor.budgets import BudgetLines, BudgetWriteReport
 from ml_connector.infor.client import IonApiClient
 from ml_connector.infor.errors import InforError
@@ -143,13 +143,29 @@ class SyteLineProductLine(BaseProductLine):
             return None
         return f"RecordDate >= '{format_mongoose_datetime(since, self.zone)}'"
 
-    async def _read(self, entity: Entity, changed_since: dt.datetime | None) -> AsyncGenerator[Extracted, None]:
+    def trans_date_filter(self, periods: frozenset[str] | None) -> str | None:
+        """``periods`` as ``TransDate`` ranges (``SLLedgers``), one parenthesized range per run of months."""
+        if not periods:
+            return None
+        ranges = [
+            f"(TransDate >= '{first:%Y%m%d}' AND TransDate < '{last + dt.timedelta(days=1):%Y%m%d}')"
+            for first, last in period_ranges(periods)
+        ]
+        return ranges[0] if len(ranges) == 1 else "(" + " OR ".join(ranges) + ")"
+
+    async def _read(
+        self, entity: Entity, changed_since: dt.datetime | None, periods: frozenset[str] | None = None
+    ) -> AsyncGenerator[Extracted, None]:
         spec = READS[entity]
         since = None if changed_since is None else changed_since - self.options.incremental_overlap
         build = self._builders[entity]
         deduplicate = spec.master or entity == "cost_centers"
         seen: set[str] = set()
-        async for page in self.pages(spec, build, self.record_date_filter(since)):
+        filters = [self.record_date_filter(since)]
+        if entity == "gl_postings":
+            filters.append(self.trans_date_filter(periods))
+        combined = " AND ".join(f for f in filters if f) or None
+        async for page in self.pages(spec, build, combined):
             for item in page:
                 if deduplicate and not isinstance(item, SourceRecordError):
                     if item.natural_key in seen:

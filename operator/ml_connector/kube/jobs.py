@@ -5,7 +5,9 @@ One Job per SyncRun, named after it (deterministic: creating it twice is an Alre
 ``ml-connector worker --run <namespace>/<name>`` with:
 
 * Secrets mounted as read-only files (never environment variables); the worker finds them through the
-  ``ML_CONNECTOR_*`` variables below, which hold paths, not secrets;
+  ``ML_CONNECTOR_*`` variables below, which hold paths, not secrets. The volumes are ``optional``: a missing
+  Secret or key would otherwise keep the pod in ContainerCreating until the deadline; this way the worker
+  starts, names the missing Secret and key in the SyncRun status and exits with the configuration-error code;
 * a Pod Security Standards "restricted" security context: non-root numeric uid, RuntimeDefault seccomp,
   all capabilities dropped, no privilege escalation, read-only root filesystem with an emptyDir ``/tmp``;
 * ``restartPolicy: Never``, ``backoffLimit``, ``activeDeadlineSeconds``, ``ttlSecondsAfterFinished``,
@@ -69,7 +71,8 @@ def worker_command(namespace: str, run_name: str) -> list[str]:
 
 
 def _secret_volume(name: str, secret: str, items: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    source: dict[str, Any] = {"secretName": secret, "defaultMode": _SECRET_MODE, "optional": False}
+    # optional: the worker reports a missing Secret or key itself (clear message, fast failure), see above.
+    source: dict[str, Any] = {"secretName": secret, "defaultMode": _SECRET_MODE, "optional": True}
     if items:
         source["items"] = items
     return {"name": name, "secret": source}

@@ -126,9 +126,12 @@ _FAILURE_REASONS = {
 }
 
 
-def _failure_message(job: JobView, condition: JobCondition) -> str:
+def _failure_message(job: JobView, condition: JobCondition, reported: str | None = None) -> str:
+    """Why the Job failed; what the worker itself reported (``status.error``) is more useful than its exit code."""
     template = _FAILURE_REASONS.get(condition.reason)
     summary = template.format(failed=job.failed) if template else f"Job {job.name} failed ({condition.reason})"
+    if reported:
+        return f"{reported} ({summary.removesuffix('; see its log')})"
     return f"{summary}: {condition.message}" if condition.message else summary
 
 
@@ -179,7 +182,7 @@ def next_step(run: SyncRun, job: JobView | None, now: dt.datetime) -> RunStep:
         return RunStep(RunAction.DONE, succeeded, (Event("Normal", "Succeeded", _summary(status)),))
     failure = job.condition("Failed", "FailureTarget")
     if failure is not None:
-        message = _failure_message(job, failure)
+        message = _failure_message(job, failure, status.error)
         failed = _update(
             status,
             now,
