@@ -38,6 +38,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from ml_connector.cron import CronError, load_zone, parse_cron
+from ml_connector.records import Entity
 
 GROUP = "ml-connector.com"
 VERSION = "v1alpha1"
@@ -176,19 +177,6 @@ TimeZone = Annotated[
 ]
 Quantity = Annotated[int | str, PlainValidator(_check_quantity, json_schema_input_type=int | str)]
 
-Entity: TypeAlias = Literal[
-    "suppliers",
-    "supplier_invoices",
-    "purchase_orders",
-    "payments",
-    "gl_accounts",
-    "cost_centers",
-    "gl_postings",
-    "customers",
-    "items",
-    "budget_lines",
-]
-"""The canonical record kinds (:data:`ml_connector.records.ENTITIES`; a test keeps the two equal)."""
 
 ProductLine: TypeAlias = Literal["M3", "SyteLine", "FSM", "LN"]
 ConcurrencyPolicy: TypeAlias = Literal["Forbid", "Allow", "Replace"]

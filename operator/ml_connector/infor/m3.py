@@ -53,6 +53,7 @@ from ml_connector.infor.mapping import (
 from ml_connector.infor.options import M3Options
 from ml_connector.infor.paging import merge
 from ml_connector.records import (
+    ENTITIES,
     BudgetLine,
     CostCenter,
     Customer,
@@ -156,20 +157,7 @@ MPLINE = ExportSpec(
 
 class M3ProductLine(BaseProductLine):
     name: ClassVar[ProductLineKind] = "M3"
-    supported: ClassVar[frozenset[Entity]] = frozenset(
-        {
-            "suppliers",
-            "supplier_invoices",
-            "purchase_orders",
-            "payments",
-            "gl_accounts",
-            "cost_centers",
-            "gl_postings",
-            "customers",
-            "items",
-            "budget_lines",
-        }
-    )
+    supported: ClassVar[frozenset[Entity]] = frozenset(ENTITIES)
     budget_supported: ClassVar[bool] = True
 
     def __init__(self, client: IonApiClient, options: M3Options) -> None:
