@@ -28,6 +28,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${ML_CONNECTOR_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ml-connector/image}"
+# shellcheck disable=SC1091
 RELEASE="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
 VERSION="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "${ROOT}/pyproject.toml" | head -n 1)"
 BASE_IMAGE="localhost/ml-connector-base:${RELEASE}"
@@ -93,6 +94,7 @@ write_container_config
 # The mirror this machine's apt uses for its own release: debootstrap fetches the same packages apt would.
 debian_mirror() {
   if [[ -n "${DEBIAN_MIRROR:-}" ]]; then echo "${DEBIAN_MIRROR}"; return; fi
+  # shellcheck disable=SC2016 # apt's own $(FIELD) placeholders
   apt-get indextargets --format '$(TARGET_OF) $(IDENTIFIER) $(RELEASE) $(REPO_URI)' 2>/dev/null \
     | awk -v rel="${RELEASE}" '$1 == "deb" && $2 == "Packages" && $3 == rel { print $4; exit }'
 }
@@ -100,14 +102,15 @@ debian_mirror() {
 # Remove what a minimal image has no use for, as Debian's own slim images do (docs but copyright, man pages,
 # locales, apt lists and archives, logs), and what belongs to the host (hostname, resolver, device nodes).
 slim_rootfs() {
-  local r=$1
-  find "${r}/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
-  find "${r}/usr/share/doc" -mindepth 1 -type d -empty -delete
-  find "${r}/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf --one-file-system {} +
-  rm -rf --one-file-system "${r}"/usr/share/man/* "${r}"/usr/share/info/* "${r}"/usr/share/groff/* \
-    "${r}"/usr/share/lintian/* "${r}"/var/lib/apt/lists/* "${r}"/var/cache/apt/archives/*.deb \
-    "${r}"/var/cache/apt/*.bin "${r}"/var/cache/debconf/*-old "${r}"/var/lib/dpkg/*-old \
-    "${r}"/var/log/*.log "${r}"/var/log/apt/* "${r}"/dev/* "${r}"/tmp/* "${r}"/root/.cache
+  local r=${1:?}
+  [[ "${r}" != / && -d "${r}/etc/dpkg" ]] || die "not a debootstrap root filesystem: ${r}"
+  find "${r:?}/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+  find "${r:?}/usr/share/doc" -mindepth 1 -type d -empty -delete
+  find "${r:?}/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf --one-file-system {} +
+  rm -rf --one-file-system "${r:?}"/usr/share/man/* "${r:?}"/usr/share/info/* "${r:?}"/usr/share/groff/* \
+    "${r:?}"/usr/share/lintian/* "${r:?}"/var/lib/apt/lists/* "${r:?}"/var/cache/apt/archives/*.deb \
+    "${r:?}"/var/cache/apt/*.bin "${r:?}"/var/cache/debconf/*-old "${r:?}"/var/lib/dpkg/*-old \
+    "${r:?}"/var/log/*.log "${r:?}"/var/log/apt/* "${r:?}"/dev/* "${r:?}"/tmp/* "${r:?}"/root/.cache
   mkdir -p "${r}/var/lib/apt/lists/partial"
   cat >"${r}/etc/dpkg/dpkg.cfg.d/ml-connector-slim" <<'EOF'
 # Keep images built on this base slim, as Debian's slim images do.
@@ -189,7 +192,7 @@ host_pip() {
     line="$(grep -m 1 "^${section}\.${key}=" <<<"${pip_config}" || true)"
     if [[ -n "${line}" ]]; then
       value="${line#*=}"; value="${value#\'}"; value="${value%\'}"
-      printf '%s' "${value}"
+      printf '%s' "${value//\\n/ }" # a list setting's lines (shown as \n) become the space-separated PIP_* form
       return
     fi
   done
@@ -233,10 +236,11 @@ else
     --build-arg "BASE_IMAGE=${BASE_IMAGE}" --build-arg "VERSION=${VERSION}" --build-arg "REVISION=${REVISION}" \
     "${pip_args[@]}" \
     --label "${INPUTS_LABEL}=${digest}" \
-    -f "${ROOT}/Dockerfile" -t "${IMAGE}" "${ROOT}" >&2
+    -f "${ROOT}/Dockerfile" -t "${IMAGE}" "${ROOT}" 2>&1 \
+    | grep -v 'level=warning msg="missing \\"PIP_' >&2 # the pip settings this host does not set
   say "built ${IMAGE} in $((SECONDS - start))s"
-  buildah rmi --prune >/dev/null 2>&1 || true # the image this one replaced, if any
 fi
+buildah rmi --prune >/dev/null 2>&1 || true # images replaced by a newer build, once no container uses them
 size="$(buildah images --format '{{.Size}}' "${IMAGE}" | head -n 1)"
 base_size="$(buildah images --format '{{.Size}}' "${BASE_IMAGE}" | head -n 1)"
 say "${IMAGE}: ${size} (base ${BASE_IMAGE}: ${base_size})"
