@@ -16,8 +16,15 @@ from ml_connector import __version__
 
 #: name -> module under ml_connector.commands; add a line here when adding a subcommand.
 COMMANDS: dict[str, str] = {
+    "audit": "audit",
+    "check": "check",
     "crds": "crds",
+    "demo": "demo",
+    "operator": "operator",
+    "replay": "replay",
     "sandbox": "sandbox",
+    "sync": "sync",
+    "worker": "worker",
 }
 
 

@@ -259,9 +259,11 @@ RECORD_TYPES: Mapping[Entity, type[Record]] = {
 }
 
 
-def content_hash(record: Record) -> str:
-    """SHA-256 over the normalized payload, ``changed_at`` excluded: equal content, equal hash."""
-    payload = record.to_dict()
-    payload.pop("changed_at", None)
-    canonical = "\x1f".join(f"{k}={payload[k]}" for k in sorted(payload))
+def content_hash(record: Record, payload: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 over the normalized payload, ``changed_at`` excluded: equal content, equal hash.
+
+    ``payload`` is ``record.to_dict()`` when the caller has it already (it is read, not modified).
+    """
+    data = record.to_dict() if payload is None else payload
+    canonical = "\x1f".join(f"{k}={data[k]}" for k in sorted(data) if k != "changed_at")
     return hashlib.sha256(f"{record.entity}\x1e{canonical}".encode()).hexdigest()

@@ -847,7 +847,7 @@ class SyncRunSpec(_Wire):
                 reason="FieldValueForbidden",
             ),
             _cel(
-                "self.direction != 'WriteBack' || size(self.flows) == 0",
+                "self.direction != 'WriteBack' || !has(self.flows) || size(self.flows) == 0",
                 "flows select load flows; they cannot be set for direction WriteBack",
                 ".flows",
             ),

@@ -86,6 +86,9 @@ class SqlAuditStore(abc.ABC):
         self._monotonic = monotonic
         self._sleep = sleep
         self._buffer: list[RecordEvent] = []
+        #: one drain at a time: two concurrent drains (runs sharing a store) would write the same batch twice
+        #: and then delete two batches from the buffer, one of them never written
+        self._drain_lock = asyncio.Lock()
         self._run_connections: dict[str, str] = {}
         self._outage_since: float | None = None
         self._failed_attempts = 0
@@ -352,6 +355,10 @@ class SqlAuditStore(abc.ABC):
         once and try again on a later call after the backoff; otherwise wait and retry until the outage
         budget is spent.
         """
+        async with self._drain_lock:
+            await self._drain_locked(final=final)
+
+    async def _drain_locked(self, *, final: bool) -> None:
         size = self.policy.batch_size
         while self._buffer and (final or len(self._buffer) >= size):
             must_wait = final or len(self._buffer) >= self.policy.max_buffer

@@ -14,7 +14,9 @@ transactional list API, or (policy ``Stop``) let the pipeline stop before loadin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from ml_connector.audit.store import EventStatus, RecordEvent
@@ -38,7 +40,11 @@ SUPPLIERS_LIST = "Suppliers"
 SUPPLIER_FLOWS: frozenset[str] = frozenset({"supplier_invoices", "payments", "purchase_orders"})
 
 #: The master-data entity of each dimension, and the record field holding the member code and name.
-ENTITY_OF: Mapping[Dimension, Entity] = {"account": "gl_accounts", "cost_center": "cost_centers", "supplier": "suppliers"}
+ENTITY_OF: Mapping[Dimension, Entity] = {
+    "account": "gl_accounts",
+    "cost_center": "cost_centers",
+    "supplier": "suppliers",
+}
 _CODE_FIELD: Mapping[Dimension, str] = {"account": "account", "cost_center": "cost_center", "supplier": "supplier_id"}
 
 
@@ -61,12 +67,32 @@ class DimensionState:
     def entity(self) -> Entity:
         return ENTITY_OF[self.dimension]
 
+    @functools.cached_property
+    def names(self) -> dict[str, str]:
+        """Member names as they go to Anaplan (see :func:`display_names`)."""
+        return display_names({code: str(getattr(r, "name", "")) for code, r in self.source.items()}, self.target)
+
     def members(self) -> list[Member]:
-        return [Member(code, str(getattr(record, "name", ""))) for code, record in sorted(self.source.items())]
+        return [Member(code, self.names[code]) for code in sorted(self.source)]
 
     def alignment(self, usage: UsageCounter | None = None) -> DimensionAlignment:
-        return align(self.dimension, self.members(), self.target, list_name=self.list_name, policy=self.policy,
-                     usage=usage)  # fmt: skip
+        return align(
+            self.dimension, self.members(), self.target, list_name=self.list_name, policy=self.policy, usage=usage
+        )
+
+
+def display_names(source: Mapping[str, str], target: Iterable[Member] = ()) -> dict[str, str]:
+    """Names of members as Anaplan gets them: the source name, or ``"<name> (<code>)"`` where the name alone
+    would not be unique (Anaplan list names are; Infor's names need not be, e.g. one "Maintenance" cost
+    center per plant): used by several codes, or by another code already in the list. Empty: the code."""
+    plain = {code: (name.strip() or code) for code, name in source.items()}
+    used = Counter(plain.values())
+    taken = {m.name.strip(): m.code for m in target}
+    out: dict[str, str] = {}
+    for code, name in plain.items():
+        clash = used[name] > 1 or taken.get(name, code) != code
+        out[code] = f"{name} ({code})" if clash else name
+    return out
 
 
 def dimensions_for(spec: SyncConnectionSpec, flows: Iterable[str]) -> list[tuple[Dimension, str, str | None]]:
@@ -134,8 +160,14 @@ class KnownMembers:
 
 
 def master_event(record: Record, *, run_id: str, status: EventStatus, reason: str | None = None) -> RecordEvent:
-    return RecordEvent.of(record, run_id=run_id, flow=record.entity, status=status, reason=reason,
-                          with_payload=status is EventStatus.EXTRACTED)  # fmt: skip
+    return RecordEvent.of(
+        record,
+        run_id=run_id,
+        flow=record.entity,
+        status=status,
+        reason=reason,
+        with_payload=status is EventStatus.EXTRACTED,
+    )
 
 
 def source_error_event(error: SourceRecordError, *, run_id: str, flow: str, number: int) -> list[RecordEvent]:

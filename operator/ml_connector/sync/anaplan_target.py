@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,6 +28,7 @@ from ml_connector.anaplan import (
     ImportInfo,
     ListInfo,
     ListWriteResult,
+    ModelBusyError,
     OAuthAuth,
     TaskFailedError,
     TaskResult,
@@ -40,6 +41,10 @@ from ml_connector.sync.csvfile import CsvChunk
 from ml_connector.sync.errors import SyncConfigError
 from ml_connector.sync.mapping import Member
 from ml_connector.sync.options import Tuning
+
+T = TypeVar("T")
+#: How long a transactional call waits for a busy model when the poll policy sets no timeout (seconds).
+BUSY_PATIENCE = 3600.0
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -76,16 +81,30 @@ def build_auth(
     if retry is not None:
         common["retry"] = retry
     if credentials.method == "basic":
-        assert credentials.username is not None and credentials.password is not None
-        return BasicAuth(credentials.username, credentials.password, auth_url=spec.auth_url or DEFAULT_AUTH_URL,
-                         **common)  # fmt: skip
+        assert credentials.username is not None
+        assert credentials.password is not None
+        return BasicAuth(
+            credentials.username, credentials.password, auth_url=spec.auth_url or DEFAULT_AUTH_URL, **common
+        )
     if credentials.method == "certificate":
-        assert credentials.certificate is not None and credentials.private_key is not None
-        return CertificateAuth(credentials.certificate, credentials.private_key, key_password=credentials.key_password,
-                               auth_url=spec.auth_url or DEFAULT_AUTH_URL, **common)  # fmt: skip
-    assert credentials.client_id is not None and credentials.refresh_token is not None
-    return OAuthAuth(credentials.client_id, credentials.refresh_token, client_secret=credentials.client_secret,
-                     oauth_url=spec.oauth_url or DEFAULT_OAUTH_URL, **common)  # fmt: skip
+        assert credentials.certificate is not None
+        assert credentials.private_key is not None
+        return CertificateAuth(
+            credentials.certificate,
+            credentials.private_key,
+            key_password=credentials.key_password,
+            auth_url=spec.auth_url or DEFAULT_AUTH_URL,
+            **common,
+        )
+    assert credentials.client_id is not None
+    assert credentials.refresh_token is not None
+    return OAuthAuth(
+        credentials.client_id,
+        credentials.refresh_token,
+        client_secret=credentials.client_secret,
+        oauth_url=spec.oauth_url or DEFAULT_OAUTH_URL,
+        **common,
+    )
 
 
 @dataclass(frozen=True)
@@ -140,8 +159,14 @@ class AnaplanTarget:
         api = CountingTransport(shared or httpx.AsyncHTTPTransport(), statuses, owns=owns)
         auth_transport = CountingTransport(shared or httpx.AsyncHTTPTransport(), statuses, owns=owns)
         auth = build_auth(credentials, spec, transport=auth_transport, retry=tuning.anaplan_retry)
-        client = AnaplanClient(auth, api_url=spec.api_url or DEFAULT_API_URL, transport=api, retry=tuning.anaplan_retry,
-                               rate_limit=tuning.anaplan_rate_limit, poll=tuning.poll)  # fmt: skip
+        client = AnaplanClient(
+            auth,
+            api_url=spec.api_url or DEFAULT_API_URL,
+            transport=api,
+            retry=tuning.anaplan_retry,
+            rate_limit=tuning.anaplan_rate_limit,
+            poll=tuning.poll,
+        )
         try:
             model = await client.open_model(spec.workspace, spec.model)
         except BaseException:
@@ -204,18 +229,43 @@ class AnaplanTarget:
 
     async def list_members(self, list_id: str) -> list[Member]:
         """The list's members as codes (the name when a member has no code)."""
-        return [Member(item.code or item.name, item.name) async for item in self.model.list_items(list_id)]
+
+        async def read() -> list[Member]:
+            return [Member(item.code or item.name, item.name) async for item in self.model.list_items(list_id)]
+
+        return await self._when_idle(read)
 
     async def add_list_members(
         self, list_id: str, members: Sequence[Member], properties: Mapping[str, Mapping[str, str]] | None = None
     ) -> ListWriteResult:
         """Add members through the transactional API (``properties``: code -> property values)."""
         items = [
-            {"code": m.code, "name": m.name or m.code, **({"properties": dict(properties[m.code])}
-                                                         if properties and m.code in properties else {})}
+            {
+                "code": m.code,
+                "name": m.name or m.code,
+                **({"properties": dict(properties[m.code])} if properties and m.code in properties else {}),
+            }
             for m in members
-        ]  # fmt: skip
-        return await self.model.add_list_items(list_id, items)
+        ]
+        return await self._when_idle(lambda: self.model.add_list_items(list_id, items))
+
+    async def _when_idle(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Transactional calls are refused (409) while a task holds the model, someone else's included: wait for
+        the model as for a task (the poll policy's delays, up to its timeout, else :data:`BUSY_PATIENCE`) and try
+        again. Nobody's run fails because the model is busy; a 409 is a refusal, so nothing is applied twice."""
+        poll = self.model.poll
+        patience = poll.timeout if poll.timeout is not None else BUSY_PATIENCE
+        delays = poll.delays()
+        waited = 0.0
+        while True:
+            try:
+                return await call()
+            except ModelBusyError:
+                if waited >= patience:
+                    raise
+                delay = next(delays)
+                await asyncio.sleep(delay)
+                waited += delay
 
     # ---------------------------------------------------------------- files and tasks
 

@@ -165,7 +165,9 @@ def load_anaplan(
             found[spellings[0]] = path
     if missing:
         wanted = ", ".join(" or ".join(s) for s in required)
-        raise SyncConfigError(f"{what}: key(s) {', '.join(missing)} missing in {directory} (method {method} needs {wanted})")
+        raise SyncConfigError(
+            f"{what}: key(s) {', '.join(missing)} missing in {directory} (method {method} needs {wanted})"
+        )
     for spellings in optional:
         path = _pick(directory, spellings)
         if path is not None:

@@ -181,14 +181,18 @@ class Deduplicator(Generic[R]):
             await self.seen.close()
 
     async def _batch(self, batch: list[R]) -> list[Hashed[R]]:
-        hashed = [(record, record.natural_key, content_hash(record)) for record in batch]
+        payloads = [record.to_dict() for record in batch]  # once per record: the hash and the stored payload
+        hashed = [
+            (record, record.natural_key, content_hash(record, payload))
+            for record, payload in zip(batch, payloads, strict=True)
+        ]
         keys = [key for _, key, _ in hashed]
         earlier = await self.seen.get_many(keys)
         loaded = await self.store.last_loaded(self.connection, self.flow, keys) if self.skip_unchanged else {}
         first_in_batch: dict[str, str] = {}
         events: list[RecordEvent] = []
         passed: list[Hashed[R]] = []
-        for record, key, hash_ in hashed:
+        for (record, key, hash_), payload in zip(hashed, payloads, strict=True):
             self.stats.extracted += 1
             skip: tuple[SkipKind, str] | None = None
             before = earlier.get(key) or first_in_batch.get(key)
@@ -220,7 +224,7 @@ class Deduplicator(Generic[R]):
                     natural_key=key,
                     content_hash=hash_,
                     status=EventStatus.EXTRACTED,
-                    payload=record.to_dict() if skip is None else None,
+                    payload=payload if skip is None else None,
                 )
             )
             if skip is None:

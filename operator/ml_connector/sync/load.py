@@ -1,5 +1,6 @@
-"""The load path of one file: rows -> CSV -> gzip chunks -> upload -> (model lock) import -> the task's result
-and failure dump mapped back onto the records -> audit and reconciliation.
+"""The load path of one file: rows -> CSV -> gzip chunks -> (model lock) upload -> import -> the task's result
+and failure dump mapped back onto the records -> audit and reconciliation. The lock covers the upload too: the
+import's data source file is shared by every run that imports into the model.
 
 :class:`FileSender` sends one file through one import action. Memory stays flat: rows stream into chunks,
 chunks stream into the upload, and the file-line -> record map (:class:`~ml_connector.sync.spill.RowRefs`)
@@ -16,23 +17,25 @@ list members Anaplan will have (:class:`~ml_connector.sync.align.KnownMembers`) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ml_connector.anaplan import Rejection
+from ml_connector.anaplan import ListWriteResult, Rejection
 from ml_connector.audit.store import AuditStore, EventStatus, RecordEvent
 from ml_connector.records import Record
 from ml_connector.sync.align import DimensionState, KnownMembers, master_event
 from ml_connector.sync.anaplan_target import AnaplanTarget, ImportOutcome, ImportTarget
 from ml_connector.sync.csvfile import CsvChunker, KeyedRow
 from ml_connector.sync.errors import SyncConfigError
-from ml_connector.sync.layouts import AggregateLayout, AnyLayout, Layout, layout_for
+from ml_connector.sync.layouts import AggregateLayout, AnyLayout, Layout, LayoutColumn, layout_for
 from ml_connector.sync.locks import ModelLock
+from ml_connector.sync.mapping import Member
 from ml_connector.sync.options import Tuning
 from ml_connector.sync.progress import Progress
-from ml_connector.sync.reconcile import Reconciler
+from ml_connector.sync.reconcile import Reconciler, Stage
 from ml_connector.sync.result import RejectedRecord
 from ml_connector.sync.spill import RowRef, RowRefs
 from ml_connector.sync.timing import StageClock
@@ -59,9 +62,6 @@ class RunContext:
     known: KnownMembers | None = None
     lock_wait: float = 0.0
 
-    async def hold_model(self, flow: str) -> AsyncIterator[None]:
-        raise NotImplementedError  # pragma: no cover - see run_task
-
 
 @dataclasses.dataclass
 class FileTally:
@@ -73,6 +73,9 @@ class FileTally:
     rows: int = 0
     chunks: int = 0
     bytes_sent: int = 0
+    #: dry run: records that would load / would be rejected (all of them are counted as skipped)
+    would_load: int = 0
+    would_reject: int = 0
     rejections: list[RejectedRecord] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
     config_problems: list[str] = dataclasses.field(default_factory=list)
@@ -171,27 +174,56 @@ class FileSender:
     async def _dry_outcome(
         self, refs: Any, reasons: list[str], account: str, period: str, amount: Decimal, count: int
     ) -> None:
-        stage = "rejected" if reasons else "loaded"
+        stage: Stage = "rejected" if reasons else "loaded"
         if self.reconcile:
             self.ctx.reconciler.add(self.flow, stage, account=account, period=period, amount=amount, count=count)
         reason = "dry run: would be rejected: " + "; ".join(reasons) if reasons else "dry run: would load"
         for ref in refs:
             self.tally.skipped += 1
             if reasons:
+                self.tally.would_reject += 1
+            else:
+                self.tally.would_load += 1
+            if reasons:
                 self.tally.note_rejection(RejectedRecord(ref.natural_key, reason), self.ctx.tuning.sample_rejections)
             await self._event(self._outcome(ref, EventStatus.SKIPPED, None, reason))
 
     def _outcome(self, ref: RowRef, status: EventStatus, line: int | None, reason: str | None) -> RecordEvent:
-        return RecordEvent(self.ctx.run_id, self.flow, self.entity, ref.natural_key, ref.content_hash, status,
-                           file_row=line, reason=reason)  # fmt: skip
+        return RecordEvent(
+            self.ctx.run_id,
+            self.flow,
+            self.entity,
+            ref.natural_key,
+            ref.content_hash,
+            status,
+            file_row=line,
+            reason=reason,
+        )
 
     async def send(self, rows: AsyncIterable[KeyedRow]) -> None:
         """Write, upload and import the file; audit and reconcile every record's outcome."""
         ctx, tuning = self.ctx, self.ctx.tuning
         refs = RowRefs(threshold=tuning.spill_threshold, directory=tuning.spill_dir)
-        chunker = CsvChunker(self.layout.csv_columns, chunk_size=tuning.chunk_size, compress=True,
-                             compresslevel=tuning.compresslevel, refs=refs)  # fmt: skip
-        chunks = ctx.stages.iterate(chunker.chunks(self._observed(rows)), "transform")
+        chunker = CsvChunker(
+            self.layout.csv_columns,
+            chunk_size=tuning.chunk_size,
+            compress=True,
+            compresslevel=tuning.compresslevel,
+            refs=refs,
+        )
+        observed = self._observed(rows)
+        with ctx.stages.stage("transform"):
+            first = await anext(observed, None)
+        if first is None:  # nothing to send (everything skipped): no upload, no task, no lock
+            await refs.close()
+            return
+
+        async def all_rows() -> AsyncIterator[KeyedRow]:
+            yield first
+            async for row in observed:
+                yield row
+
+        chunks = ctx.stages.iterate(chunker.chunks(all_rows()), "transform")
         try:
             if ctx.dry_run or ctx.anaplan is None or self.target is None:
                 async for _ in chunks:
@@ -199,12 +231,17 @@ class FileSender:
                 await self._flush_events()
                 return
             anaplan, target = ctx.anaplan, self.target
-            await ctx.progress.step(f"uploading {target.file_name}", flow=self.flow, stage="upload")
-            with ctx.stages.stage("upload"):
-                stats = await anaplan.upload(target.file_id, chunks, concurrency=tuning.upload_concurrency)
-            self.tally.chunks += stats.chunks
-            self.tally.bytes_sent += stats.sent_bytes
-            outcome = await run_task(ctx, self.flow, f"import {target.name!r}", lambda: anaplan.run_import(target.import_id))
+            # The data source file is shared by every run importing into this model: it is written and imported
+            # under the model lock, or another run's upload would change it under this run's import.
+            async with hold_model(ctx, self.flow):
+                await ctx.progress.step(f"uploading {target.file_name}", flow=self.flow, stage="upload")
+                with ctx.stages.stage("upload"):
+                    stats = await anaplan.upload(target.file_id, chunks, concurrency=tuning.upload_concurrency)
+                self.tally.chunks += stats.chunks
+                self.tally.bytes_sent += stats.sent_bytes
+                await ctx.progress.step(f"running import {target.name!r}", flow=self.flow, stage="import")
+                with ctx.stages.stage("import"):
+                    outcome = await anaplan.run_import(target.import_id)
             await self._outcomes(chunker, outcome)
         finally:
             await refs.close()
@@ -221,25 +258,29 @@ class FileSender:
             kinds = {d.type for d in outcome.result.details if d.type}
             (tally.config_problems if kinds & _CONFIG_FAILURES else tally.problems).append(f"flow {self.flow}: {whole}")
         elif outcome.result.dump_error is not None:
-            whole = f"import {target.name!r} rejected rows but its failure dump could not be read ({outcome.result.dump_error})"
+            error = outcome.result.dump_error
+            whole = f"import {target.name!r} rejected rows but its failure dump could not be read ({error})"
             tally.problems.append(f"flow {self.flow}: {whole}; outcome of its records unknown, they will be sent again")
         rejected = {r.row: r for r in outcome.rejections}
         warned = {r.row: r for r in outcome.warnings}
         untraceable = [r for r in outcome.rejections if r.row <= 1]
         if untraceable:
+            first = _reason(untraceable[0])
             tally.problems.append(
-                f"flow {self.flow}: {len(untraceable)} rejection(s) without a usable file line: {_reason(untraceable[0])}"
+                f"flow {self.flow}: {len(untraceable)} rejection(s) without a usable file line: {first}"
             )
         if self.reconcile:
             if whole is not None:
                 for (account, period), (amount, count) in self._sent.items():
-                    ctx.reconciler.move(self.flow, "loaded", "rejected", account=account, period=period, amount=amount,
-                                        count=count)  # fmt: skip
+                    ctx.reconciler.move(
+                        self.flow, "loaded", "rejected", account=account, period=period, amount=amount, count=count
+                    )
             else:
                 for rejection in rejected.values():
                     account, period, amount, count = row_tally(self.layout, rejection.values)
-                    ctx.reconciler.move(self.flow, "loaded", "rejected", account=account, period=period, amount=amount,
-                                        count=count)  # fmt: skip
+                    ctx.reconciler.move(
+                        self.flow, "loaded", "rejected", account=account, period=period, amount=amount, count=count
+                    )
         async for line, ref in chunker.refs.items():
             rejection = rejected.get(line)
             if whole is not None or rejection is not None:
@@ -252,13 +293,17 @@ class FileSender:
             else:
                 warning = warned.get(line)
                 tally.loaded += 1
-                await self._event(self._outcome(ref, EventStatus.LOADED, line,
-                                                f"loaded with a warning: {_reason(warning)}" if warning else None))  # fmt: skip
+                await self._event(
+                    self._outcome(
+                        ref, EventStatus.LOADED, line, f"loaded with a warning: {_reason(warning)}" if warning else None
+                    )
+                )
         await self._flush_events()
 
 
-async def run_task(ctx: RunContext, flow: str, what: str, task: Callable[[], Any]) -> Any:
-    """Run one Anaplan task holding the model lock (and only then); the wait is reported and summed."""
+@contextlib.asynccontextmanager
+async def hold_model(ctx: RunContext, flow: str) -> AsyncIterator[None]:
+    """Hold the model lock for the block; the wait is reported and summed."""
     anaplan = ctx.anaplan
     assert anaplan is not None
 
@@ -267,9 +312,27 @@ async def run_task(ctx: RunContext, flow: str, what: str, task: Callable[[], Any
 
     async with ctx.lock.hold(anaplan.model_id, on_wait=on_wait) as grant:
         ctx.lock_wait += grant.waited
-        await ctx.progress.step(f"running {what}", flow=flow, stage="import")
+        yield
+
+
+async def run_task(ctx: RunContext, flow: str, what: str, task: Callable[[], Any]) -> Any:
+    """Run one Anaplan task holding the model lock (and only then); the wait is reported and summed."""
+    async with hold_model(ctx, flow):
+        await ctx.progress.step(what, flow=flow, stage="import")
         with ctx.stages.stage("import"):
             return await task()
+
+
+def named(layout: AnyLayout, names: Mapping[str, str]) -> Layout[Any]:
+    """``layout`` (a member list's) with its ``Name`` column taken from ``names`` (by natural key = code)."""
+    if not isinstance(layout, Layout):
+        raise SyncConfigError(f"{layout.file_name}: a list import needs a row-per-member layout")
+
+    def name_of(column: LayoutColumn[Any]) -> Callable[[Any], object]:
+        return lambda record: names.get(record.natural_key, column.value(record))
+
+    columns = tuple(LayoutColumn(c.name, name_of(c), c.kind) if c.name == "Name" else c for c in layout.columns)
+    return dataclasses.replace(layout, columns=columns)
 
 
 async def records_in_order(records: Sequence[Record]) -> AsyncIterator[Record]:
@@ -291,8 +354,9 @@ async def add_members(ctx: RunContext, state: DimensionState, tally: FileTally) 
     if ctx.dry_run or ctx.anaplan is None:
         reason = f"dry run: would be added to Anaplan list {state.list_name!r}"
         tally.skipped += len(missing)
-        await ctx.audit.record(master_event(r, run_id=ctx.run_id, status=EventStatus.SKIPPED, reason=reason)
-                               for r in missing)  # fmt: skip
+        await ctx.audit.record(
+            master_event(r, run_id=ctx.run_id, status=EventStatus.SKIPPED, reason=reason) for r in missing
+        )
         return
     anaplan = ctx.anaplan
     if state.import_action:
@@ -302,26 +366,53 @@ async def add_members(ctx: RunContext, state: DimensionState, tally: FileTally) 
             raise SyncConfigError(
                 f"mappings: import action {state.import_action!r} for list {state.list_name!r}: {exc}"
             ) from None
-        layout = layout_for(state.entity)
-        assert isinstance(layout, Layout)
-        sender = FileSender(ctx, flow=flow, layout=layout, target=target, tally=tally, reconcile=False,
-                            keep_rejected=True)  # fmt: skip
+        layout = named(layout_for(state.entity), state.names)
+        sender = FileSender(
+            ctx, flow=flow, layout=layout, target=target, tally=tally, reconcile=False, keep_rejected=True
+        )
         await sender.send(layout.rows(records_in_order(missing)))
         state.failed.update(tally.rejected_keys)
         state.added.extend(r.natural_key for r in missing if r.natural_key not in tally.rejected_keys)
         return
     members = [m for m in state.members() if m.code not in target_codes]
-    result = await run_task(ctx, flow, f"adding {len(members)} member(s) to list {state.list_name!r}",
-                            lambda: anaplan.add_list_members(state.list_id, members))  # fmt: skip
+    todo: list[Member] = []
+
+    async def add_still_missing() -> ListWriteResult:
+        # Read the list again under the lock: another run may have added some of them since alignment read it.
+        present = {m.code for m in await anaplan.list_members(state.list_id)}
+        todo.extend(m for m in members if m.code not in present)
+        return await anaplan.add_list_members(state.list_id, todo) if todo else ListWriteResult()
+
+    result = await run_task(
+        ctx, flow, f"adding {len(members)} member(s) to list {state.list_name!r}", add_still_missing
+    )
     failures = {f.request_index: f for f in result.failures}
+    index_of = {m.code: index for index, m in enumerate(todo)}
     events: list[RecordEvent] = []
-    for index, (member, record) in enumerate(zip(members, missing, strict=True)):
-        failure = failures.get(index)
+    for member, record in zip(members, missing, strict=True):
+        if member.code not in index_of:
+            tally.skipped += 1
+            events.append(
+                master_event(
+                    record,
+                    run_id=ctx.run_id,
+                    status=EventStatus.SKIPPED,
+                    reason=f"already in Anaplan list {state.list_name!r} (added since alignment read the list)",
+                )
+            )
+            continue
+        failure = failures.get(index_of[member.code])
         if failure is None:
             tally.loaded += 1
             state.added.append(member.code)
-            events.append(master_event(record, run_id=ctx.run_id, status=EventStatus.LOADED,
-                                       reason=f"added to Anaplan list {state.list_name!r}"))  # fmt: skip
+            events.append(
+                master_event(
+                    record,
+                    run_id=ctx.run_id,
+                    status=EventStatus.LOADED,
+                    reason=f"added to Anaplan list {state.list_name!r}",
+                )
+            )
         else:
             reason = f"{failure.failure_type or 'failed'}: {failure.failure_message_details or 'not added'}"
             tally.rejected += 1

@@ -38,7 +38,9 @@ class LockGrant:
 class ModelLock(Protocol):
     """Mutual exclusion of Anaplan tasks per model."""
 
-    def hold(self, model_id: str, *, on_wait: OnWait | None = None) -> contextlib.AbstractAsyncContextManager[LockGrant]:
+    def hold(
+        self, model_id: str, *, on_wait: OnWait | None = None
+    ) -> contextlib.AbstractAsyncContextManager[LockGrant]:
         """Wait for the model (calling ``on_wait(holder)`` when someone else has it), hold it for the block."""
         ...
 

@@ -78,7 +78,11 @@ class LogRenderer:
     """One structured log line per milestone; counters every ``interval`` seconds per (flow, stage)."""
 
     def __init__(
-        self, logger: logging.Logger | None = None, *, interval: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.log = logger or log
         self.interval = interval
@@ -163,7 +167,9 @@ class Progress:
         self.events: list[ProgressEvent] = []
 
     @classmethod
-    def for_terminal(cls, hooks: Sequence[Hook] = (), *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> Progress:
+    def for_terminal(
+        cls, hooks: Sequence[Hook] = (), *, stdout: TextIO | None = None, stderr: TextIO | None = None
+    ) -> Progress:
         """Bars (on stderr) when stdout and stderr are terminals, structured log lines otherwise."""
         out, err = stdout or sys.stdout, stderr or sys.stderr
         interactive = _isatty(out) and _isatty(err)
@@ -192,8 +198,11 @@ class Progress:
         await self.emit(ProgressEvent("step", message, self.run_id, flow, stage, fields))
 
     async def waiting_for_lock(self, holder: str, *, flow: str | None = None) -> None:
-        await self.emit(ProgressEvent("lock", f"waiting for the model lock held by {holder}", self.run_id, flow,
-                                      "lock", {"holder": holder}))  # fmt: skip
+        await self.emit(
+            ProgressEvent(
+                "lock", f"waiting for the model lock held by {holder}", self.run_id, flow, "lock", {"holder": holder}
+            )
+        )
 
     async def flow_done(self, flow: str, message: str, **fields: object) -> None:
         await self.emit(ProgressEvent("flow", message, self.run_id, flow, None, fields))

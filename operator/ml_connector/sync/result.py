@@ -50,6 +50,8 @@ class FlowResult:
     rows: int = 0
     chunks: int = 0
     bytes_sent: int = 0
+    would_load: int = 0
+    would_reject: int = 0
     watermark: dt.datetime | None = None
     periods: tuple[str, ...] = ()
     rejections: tuple[RejectedRecord, ...] = ()
@@ -69,6 +71,8 @@ class FlowResult:
             "rows": self.rows,
             "chunks": self.chunks,
             "bytesSent": self.bytes_sent,
+            "wouldLoad": self.would_load,
+            "wouldReject": self.would_reject,
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "periods": list(self.periods),
             "rejections": [r.to_dict() for r in self.rejections],
@@ -142,7 +146,16 @@ class RunResult:
         return next((f for f in self.flows if f.flow == name), None)
 
     def counts(self) -> RunCounts:
-        """Totals over every flow, as the SyncRun status carries them (replayed records count as extracted)."""
+        """Totals over every flow, as the SyncRun status carries them (replayed records count as extracted; a
+        write-back counts export rows: posted = loaded, unchanged or of another version = skipped)."""
+        w = self.writeback
+        if w is not None:
+            return RunCounts(
+                extracted=w.rows,
+                loaded=0 if w.dry_run else w.added + w.updated,
+                rejected=w.failed + w.rejected_rows,
+                skipped=w.skipped_rows + w.unchanged + ((w.added + w.updated) if w.dry_run else 0),
+            )
         return RunCounts(
             extracted=sum(f.extracted + f.replayed for f in self.flows),
             loaded=sum(f.loaded for f in self.flows),

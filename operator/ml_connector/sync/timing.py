@@ -120,7 +120,12 @@ class TimedAuditStore:
     ) -> None:
         with self.clock.stage(self.stage_name):
             await self.inner.finish_run(
-                run_id, status=status, counts=counts, reconciliation=reconciliation, error=error, finished_at=finished_at
+                run_id,
+                status=status,
+                counts=counts,
+                reconciliation=reconciliation,
+                error=error,
+                finished_at=finished_at,
             )
 
     async def get_run(self, run_id: str) -> RunInfo | None:

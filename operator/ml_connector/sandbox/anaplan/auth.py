@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ml_connector.sandbox.anaplan import ids
 from ml_connector.sandbox.anaplan.http import ApiError
 from ml_connector.sandbox.anaplan.state import AnaplanState, User
+from ml_connector.sandbox.canary import secret_token
 
 AUTH_SCHEME = "AnaplanAuthToken"
 
@@ -102,7 +103,7 @@ class AuthService:
 
     def issue(self, user: User, lifetime: float | None = None) -> Token:
         token = Token(
-            value=secrets.token_urlsafe(48),
+            value=secret_token(48),
             user_id=user.id,
             token_id=ids.hyphenated_uuid(),
             refresh_id=ids.hyphenated_uuid(),
@@ -299,7 +300,7 @@ class AuthService:
         return None
 
     def issue_auth_code(self, client_id: str, user: User, redirect_uri: str, scope: str) -> AuthCode:
-        code = AuthCode(secrets.token_urlsafe(24), client_id, user.id, redirect_uri, scope)
+        code = AuthCode(secret_token(24), client_id, user.id, redirect_uri, scope)
         self.auth_codes[code.code] = code
         return code
 
@@ -310,7 +311,7 @@ class AuthService:
             return _oauth_error(401, "invalid_client", "Unknown client or not a device grant client.")
         user_code = "-".join(secrets.token_hex(2).upper() for _ in range(2))
         device = DeviceCode(
-            device_code=secrets.token_urlsafe(32),
+            device_code=secret_token(32),
             user_code=user_code,
             client_id=client.client_id,
             scope=params.get("scope", "openid profile email offline_access"),
@@ -394,7 +395,7 @@ class AuthService:
             "token_type": "Bearer",
         }
         if "offline_access" in granted:
-            refresh = reuse or RefreshToken(secrets.token_urlsafe(40), client.client_id, user.id, scope)
+            refresh = reuse or RefreshToken(secret_token(40), client.client_id, user.id, scope)
             self.refresh_tokens[refresh.value] = refresh
             body["refresh_token"] = refresh.value
         return web.json_response(body)

@@ -8,13 +8,13 @@ generates a deterministic synthetic chart of accounts, cost centers, suppliers a
 from __future__ import annotations
 
 import random
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ml_connector.sandbox.anaplan.builder import MONTHS, MemberSpec, ModelBuilder
 from ml_connector.sandbox.anaplan.state import AnaplanState, EmulatorConfig, ModelState, PropertyDef, User
+from ml_connector.sandbox.canary import secret_token
 
 USER_EMAIL = "integration@ml-connector.example"
 OUTSIDER_EMAIL = "outsider@ml-connector.example"
@@ -99,13 +99,13 @@ def build_default_model(
     a synthetic dataset of that scale is generated from ``seed``.
     """
     state = state or AnaplanState(config=config or EmulatorConfig())
-    password = password or secrets.token_urlsafe(15)
+    password = password or secret_token(15)
     user = state.user_by_email(USER_EMAIL) or state.add_user(
         USER_EMAIL, password, first_name="Integration", last_name="Service"
     )
     user.password = password
     outsider = state.user_by_email(OUTSIDER_EMAIL) or state.add_user(
-        OUTSIDER_EMAIL, secrets.token_urlsafe(15), first_name="Out", last_name="Sider"
+        OUTSIDER_EMAIL, secret_token(15), first_name="Out", last_name="Sider"
     )
 
     b = ModelBuilder(state, workspace=WORKSPACE, name=MODEL, users=[user])

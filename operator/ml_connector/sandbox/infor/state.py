@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ml_connector.sandbox.canary import secret_token
 from ml_connector.sandbox.dataset import Dataset, DatasetConfig
 from ml_connector.sandbox.faults import FaultInjector
 from ml_connector.sandbox.infor.overlay import LiveData
@@ -161,9 +162,9 @@ class InforState:
             tenant_id=tenant_id,
             product=product,
             client_id=f"{tenant_id}~{_secret(18)}",
-            client_secret=_secret(30),
+            client_secret=secret_token(30),
             saak=f"{tenant_id}#{_secret(30)}",
-            sask=_secret(40),
+            sask=secret_token(40),
             issue_refresh_tokens=issue_refresh_tokens,
         )
         if product == "SyteLine":
@@ -192,7 +193,7 @@ class InforState:
         if grant.refresh_token is not None:
             self._refresh_index.pop(grant.refresh_token, None)
             grant.refresh_token = None
-        token = _secret(32)
+        token = secret_token(32)
         self.tokens[token] = AccessToken(tenant.tenant_id, grant.id, now + self.token_lifetime)
         body: dict[str, object] = {
             "access_token": token,
@@ -200,7 +201,7 @@ class InforState:
             "expires_in": max(1, math.ceil(self.token_lifetime)),
         }
         if tenant.issue_refresh_tokens:
-            refresh = _secret(32)
+            refresh = secret_token(32)
             grant.refresh_token = refresh
             grant.refresh_expires_at = None if not self.refresh_lifetime else now + self.refresh_lifetime
             self._refresh_index[refresh] = grant.id
