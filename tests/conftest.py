@@ -15,7 +15,8 @@ whole session, it watches:
 
 The canary is looked for as is, URL- or JSON-escaped (it is letters and digits only) and base64-encoded at
 any offset (a Basic ``Authorization`` header). Any sighting fails the session (exit status 1) and is listed
-with the test and the place; the canary itself is shown as ``<CANARY>``.
+with the test and the place; the canary itself is shown as ``<CANARY>``. The few sightings that are a test's
+own doing, not ml-connector's (:data:`EXEMPT`, each with its reason), are listed without failing.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ LOG_FILE_NAMES = ("log.txt",)
 LOG_SUFFIXES = (".log",)
 DATABASE_SUFFIXES = (".sqlite3", ".sqlite", ".db", ".sqlite3-wal", ".sqlite-wal", ".db-wal")
 _MAX_FILE_BYTES = 256 * 1024 * 1024
+_GATEWAY_REVOKE = "tests/sandbox/test_infor_emulator_gateway.py::test_revoke_kills_the_grant_and_its_access_tokens"
+_GET_REVOKE = (
+    "the emulator test itself revokes a token with the RFC 7009 GET form (the token in the query string), and httpx"
+    " logs that URL at INFO; ml-connector revokes with a POST form body"
+)
+#: Sightings that are not leaks of ml-connector: (test node id, start of the place) -> why. Listed, not failed.
+EXEMPT: dict[tuple[str, str], str] = {
+    (_GATEWAY_REVOKE, "log record of httpx"): _GET_REVOKE,
+    (_GATEWAY_REVOKE, "captured log"): _GET_REVOKE,
+}
 
 
 class Canary:
@@ -92,6 +103,7 @@ class Finding:
     test: str
     where: str
     excerpt: str
+    exempt: str | None = None
 
 
 @dataclass
@@ -107,7 +119,14 @@ class CanaryWatch:
         key = (self.test, where)
         if key not in self._seen:
             self._seen.add(key)
-            self.findings.append(Finding(self.test, where, self.canary.excerpt(text)))
+            exempt = next(
+                (why for (test, place), why in EXEMPT.items() if test == self.test and where.startswith(place)), None
+            )
+            self.findings.append(Finding(self.test, where, self.canary.excerpt(text), exempt))
+
+    @property
+    def leaks(self) -> list[Finding]:
+        return [f for f in self.findings if f.exempt is None]
 
 
 _WATCH_KEY = pytest.StashKey[CanaryWatch]()
@@ -247,7 +266,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             except OSError:
                 continue
             watch.check(data, f"{kind} {path.relative_to(base)}")
-    if watch.findings:
+    if watch.leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -255,11 +274,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     watch = config.stash.get(_WATCH_KEY, None)
     if watch is None or not watch.findings:
         return
+    exempt = [f for f in watch.findings if f.exempt is not None]
+    if exempt:
+        terminalreporter.section("canary secret: exempted sightings", sep="-")
+        for finding in exempt:
+            terminalreporter.line(f"- {finding.test}: {finding.where}: {finding.exempt}")
+    if not watch.leaks:
+        return
     terminalreporter.section("canary secret", sep="=", red=True, bold=True)
     terminalreporter.line(
-        f"The canary secret ({len(watch.findings)} sighting(s)) appeared where no secret may ever be:", red=True
+        f"The canary secret ({len(watch.leaks)} sighting(s)) appeared where no secret may ever be:", red=True
     )
-    for finding in watch.findings:
+    for finding in watch.leaks:
         terminalreporter.line(f"- {finding.test}: {finding.where}")
         terminalreporter.line(f"    ...{finding.excerpt}...")
 

@@ -21,6 +21,10 @@ _ERROR_COLUMN = re.compile(r"^_Error_(\d+)_$")
 _COLUMN_NAMED = re.compile(r"column name\s*:\s*([^,;]+)", re.IGNORECASE)
 
 
+class DumpFormatError(ValueError):
+    """The bytes are not a CSV failure dump."""
+
+
 class DumpParser:
     """Incremental CSV dump parser: ``feed(bytes)`` repeatedly, then ``close()``.
 
@@ -77,6 +81,13 @@ class DumpParser:
 
     def _parse(self, records: Iterable[str]) -> list[Rejection]:
         found: list[Rejection] = []
+        try:
+            self._parse_into(found, records)
+        except csv.Error as exc:  # not a CSV dump (corrupt, truncated, something else altogether)
+            raise DumpFormatError(f"not a CSV failure dump: {exc}") from None
+        return found
+
+    def _parse_into(self, found: list[Rejection], records: Iterable[str]) -> None:
         for fields in csv.reader(records):
             if not fields or all(not f.strip() for f in fields):
                 continue
@@ -84,7 +95,6 @@ class DumpParser:
                 self._header = fields
                 continue
             found.append(to_rejection(self._header, fields))
-        return found
 
 
 def to_rejection(header: list[str], fields: list[str]) -> Rejection:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ml_connector.anaplan.api import ModelScope
-from ml_connector.anaplan.dumps import DumpParser
+from ml_connector.anaplan.dumps import DumpFormatError, DumpParser
 from ml_connector.anaplan.errors import (
     AnaplanError,
     InvalidRequestError,
@@ -290,9 +290,12 @@ class TaskRunner:
             label = f"the failure dump of {object_id} in {handle.label}"
         parser = DumpParser()
         rejections: list[Rejection] = []
-        async for data in self._dump_bytes(base, label):
-            rejections.extend(parser.feed(data))
-        rejections.extend(parser.close())
+        try:
+            async for data in self._dump_bytes(base, label):
+                rejections.extend(parser.feed(data))
+            rejections.extend(parser.close())
+        except DumpFormatError as exc:
+            raise ServerError(f"{label} cannot be read: {exc}", where=f"GET {base}") from None
         return rejections
 
     async def _dump_bytes(self, base: str, label: str) -> AsyncIterator[bytes]:

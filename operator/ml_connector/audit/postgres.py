@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -200,9 +201,9 @@ class PostgresAuditStore(SqlAuditStore):
             async with conn.transaction(), conn.cursor() as cur:
                 async with cur.copy(_COPY_EVENTS) as copy:
                     for row in events:
-                        await copy.write_row(row)
+                        await copy.write_row(_storable_row(row))
                 if loaded:
-                    columns = list(zip(*loaded, strict=True))
+                    columns = list(zip(*map(_storable_row, loaded), strict=True))
                     await cur.execute(_UPSERT_LOADED_ARRAYS, [list(c) for c in columns])
 
     async def last_loaded(self, connection: str, flow: str, natural_keys: Sequence[str]) -> dict[str, LoadedHash]:
@@ -278,7 +279,33 @@ class PostgresAuditStore(SqlAuditStore):
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(text: str) -> bool:
+    return "\x00" in text or (not text.isascii() and _UNSTORABLE.search(text) is not None)
+
+
+def storable(value: Any) -> Any:
+    """``value`` with the characters PostgreSQL text and JSONB cannot hold (NUL, lone UTF-16 surrogates, which
+    a source record may carry) replaced by U+FFFD, in strings, dict keys and values, and lists."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _unstorable(value) else value
+    if isinstance(value, Mapping):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+def _storable_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    if any(isinstance(v, str) and _unstorable(v) for v in row):
+        return tuple(storable(v) if isinstance(v, str) else v for v in row)
+    return row
 
 
 def _dumps(value: Any) -> str:
-    return _JSON.encode(value)
+    text = _JSON.encode(value)
+    if "\\u0000" in text or "\\ud" in text:  # NUL or a surrogate: escaped (a valid pair is re-encoded as is)
+        text = _JSON.encode(storable(json.loads(text)))
+    return text

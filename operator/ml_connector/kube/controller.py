@@ -534,7 +534,7 @@ class Controller:
             ]
         manifest = self.defaults.job_for(run, connection)
         try:
-            await self.cluster.create(JOBS, namespace, manifest)
+            job = await self.cluster.create(JOBS, namespace, manifest)
         except KubeError as exc:
             if exc.already_exists:
                 return status, []
@@ -544,6 +544,8 @@ class Controller:
                     Event("Warning", "JobRefused", message)
                 ]
             raise
+        # Straight to what the new Job means for the run ("waiting for a pod"): one status write, not two.
+        status = next_step(run.model_copy(update={"status": status}), JobView.from_manifest(job), now).status
         return status, [Event("Normal", "JobCreated", f"created Job {manifest['metadata']['name']}")]
 
     async def _write_run_status(

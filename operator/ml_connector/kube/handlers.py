@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from ml_connector.kube.naming import LABEL_RUN
 from ml_connector.net.redact import redact
 from ml_connector.spec import GROUP, VERSION
 
-__all__ = ["IndexViews", "register"]
+__all__ = ["STORAGE_PREFIX", "IndexViews", "login_with", "register"]
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,13 @@ def login_with(configuration: Any) -> Callable[..., kopf.ConnectionInfo]:
     return login
 
 
+def _spread(interval: float) -> Callable[..., float]:
+    def initial_delay(**_: Any) -> float:
+        return random.uniform(0.0, interval)
+
+    return initial_delay
+
+
 def register(registry: kopf.OperatorRegistry, *, interval: float, configuration: Any) -> None:
     """Wire the handlers into ``registry``: kopf logs in with ``configuration`` (a kubernetes client
     ``Configuration``) and the connection timer fires every ``interval`` seconds."""
@@ -215,10 +223,16 @@ def register(registry: kopf.OperatorRegistry, *, interval: float, configuration:
     kopf.on.resume(*connections, registry=registry, id="reconcile-resumed")(connection_changed)
     kopf.on.create(*connections, registry=registry, id="reconcile-created")(connection_changed)
     kopf.on.update(*connections, registry=registry, id="reconcile-updated")(connection_changed)
-    # idle: not while the object keeps changing (the change handlers reconcile then).
-    kopf.timer(*connections, registry=registry, id="reconcile-timer", interval=interval, idle=min(interval, 5.0))(
-        connection_timer
-    )
+    # idle: not while the object keeps changing (the change handlers reconcile then); the first tick at a random
+    # point of the interval, so that the timers of many connections (after a restart, say) do not fire together.
+    kopf.timer(
+        *connections,
+        registry=registry,
+        id="reconcile-timer",
+        interval=interval,
+        idle=min(interval, 5.0),
+        initial_delay=_spread(interval),
+    )(connection_timer)
     kopf.on.delete(*connections, registry=registry, id="forget", optional=True)(connection_deleted)
 
     kopf.on.resume(*runs, registry=registry, id="reconcile-resumed")(run_created)

@@ -131,7 +131,6 @@ async def run_operator(
     registry = kopf.OperatorRegistry()
     register(registry, interval=options.reconcile_interval, configuration=client.api_client.configuration)
     alive = asyncio.Event()
-    stop_flag = stop or asyncio.Event()
     ready_flag = asyncio.Event()
     async with serve_endpoints(
         metrics, alive, host=options.host, metrics_port=options.metrics_port, health_port=options.health_port
@@ -150,7 +149,8 @@ async def run_operator(
                 clusterwide=False,
                 namespaces=list(options.namespaces),
                 memo=kopf.Memo(controller=controller),
-                stop_flag=stop_flag,
+                # kopf also stops on SIGTERM/SIGINT; an unused stop flag would hold its exit up for 5 s.
+                stop_flag=stop,
                 ready_flag=ready_flag,
             ),
             name="kopf",
@@ -165,7 +165,7 @@ async def run_operator(
             if relay is not None:
                 relay.cancel()
             if not kopf_task.done():
-                stop_flag.set()
+                kopf_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await kopf_task
             client.close()

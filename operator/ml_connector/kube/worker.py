@@ -477,6 +477,13 @@ async def run_worker(
     except RunStopped as exc:
         log.warning("%s", exc)
         return EXIT_FAILED
+    except KubeError as exc:
+        if exc.forbidden or exc.status == 401:
+            # The worker's ServiceAccount or its RBAC is wrong: retrying the same pod cannot help.
+            message = f"the worker's ServiceAccount is not allowed to do this (check its Role): {exc}"
+            return await _fail(writer, result, message, CONFIG_ERROR_EXIT_CODE)
+        log.exception("SyncRun %s/%s failed", namespace, name)
+        return await _fail(writer, result, str(exc), EXIT_FAILED)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

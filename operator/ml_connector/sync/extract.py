@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import operator
+import re
 from collections.abc import AsyncIterator, Callable, Collection
+from decimal import Decimal
 from typing import Any
 
 from ml_connector.infor import (
@@ -85,10 +88,13 @@ async def read_records(
     periods: Collection[str] | None = None,
     on_error: OnSourceError | None = None,
 ) -> AsyncIterator[Record]:
-    """``entity``'s records; rows that could not be mapped go to ``on_error`` (never silently dropped)."""
+    """``entity``'s records; rows that could not be mapped go to ``on_error`` (never silently dropped), and so do
+    records that cannot be loaded faithfully (:func:`source_problem`)."""
     stream = product.read(entity, changed_since=changed_since, periods=periods)
     try:
         async for item in stream:
+            if not isinstance(item, SourceRecordError):
+                item = source_problem(item) or item
             if isinstance(item, SourceRecordError):
                 if on_error is not None:
                     on_error(item)
@@ -98,6 +104,103 @@ async def read_records(
         close = getattr(stream, "aclose", None)
         if close is not None:
             await close()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+#: The largest amount an Anaplan number (an IEEE double) holds to the cent: 2**53 cents.
+MAX_AMOUNT = Decimal(2**53) / 100
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checks:
+    """The fields of a record type to check, and C-level getters for the common (clean) case."""
+
+    fields: tuple[tuple[str, str], ...]  # (name, "key" | "text" | "number")
+    texts: Callable[[Any], tuple[Any, ...]]
+    keys: Callable[[Any], tuple[Any, ...]]
+    numbers: Callable[[Any], tuple[Any, ...]]
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    if not names:
+        return lambda _: ()
+    get = operator.attrgetter(*names)
+    return (lambda r: (get(r),)) if len(names) == 1 else get
+
+
+_CHECKS: dict[type, _Checks] = {}
+
+
+def _checks(kind: type) -> _Checks:
+    keys = set(getattr(kind, "key_fields", ()))
+    fields: list[tuple[str, str]] = []
+    for f in dataclasses.fields(kind):
+        if f.type in ("str", "str | None", str):
+            fields.append((f.name, "key" if f.name in keys else "text"))
+        elif f.type in ("Decimal", "Decimal | None", Decimal):
+            fields.append((f.name, "number"))
+    checks = _CHECKS[kind] = _Checks(
+        tuple(fields),
+        _getter([n for n, k in fields if k != "number"]),
+        _getter([n for n, k in fields if k == "key"]),
+        _getter([n for n, k in fields if k == "number"]),
+    )
+    return checks
+
+
+def _shown(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def source_problem(record: Record) -> SourceRecordError | None:
+    """A :class:`SourceRecordError` when a mapped record cannot be loaded faithfully: a text field that is not
+    valid Unicode (a lone UTF-16 surrogate, which a JSON ``\\ud800`` escape from the source decodes to, cannot
+    be encoded, hashed or written to a file), a key field holding a control character (the key would not survive
+    the CSV file or the audit store), or an amount beyond :data:`MAX_AMOUNT` (Anaplan would round it)."""
+    record_type = type(record)
+    checks = _CHECKS.get(record_type) or _checks(record_type)
+    try:  # the common case at C speed; anything unusual (None, NaN, non-ASCII) takes the field-by-field path
+        if "".join(checks.texts(record)).isascii() and "".join(checks.keys(record)).isprintable():
+            for number in checks.numbers(record):
+                if abs(number) > MAX_AMOUNT:
+                    break
+            else:
+                return None
+    except (TypeError, ArithmeticError):
+        pass
+    for name, role in checks.fields:
+        value = getattr(record, name)
+        if role == "number":
+            if value is None or (isinstance(value, Decimal) and value.is_finite() and abs(value) <= MAX_AMOUNT):
+                continue
+            text = str(value)
+            reason = (
+                f"amount out of range: beyond {MAX_AMOUNT:,} an Anaplan number cannot hold it to the cent"
+                if isinstance(value, Decimal) and value.is_finite()
+                else "amount is not a finite number"
+            )
+            shown = text[:40] + ("..." if len(text) > 40 else "")
+        elif type(value) is not str:
+            continue
+        elif not value.isascii() and _SURROGATE.search(value):
+            reason = "text is not valid Unicode (a lone UTF-16 surrogate, shown as U+FFFD)"
+            shown = _shown(value)
+        elif role == "key" and _CONTROL.search(value):
+            reason = "key field holds a control character"
+            shown = value
+        else:
+            continue
+        return SourceRecordError(
+            entity=record.entity,
+            source="Infor",
+            natural_key=_shown(record.natural_key),
+            field=name,
+            raw_value=shown,
+            reason=reason,
+            row={k: _shown(v) if isinstance(v, str) else v for k, v in record.to_dict().items()},
+        )
+    return None
 
 
 def month_index(period: str) -> int:

@@ -261,14 +261,21 @@ class FileSender:
             error = outcome.result.dump_error
             whole = f"import {target.name!r} rejected rows but its failure dump could not be read ({error})"
             tally.problems.append(f"flow {self.flow}: {whole}; outcome of its records unknown, they will be sent again")
+        elif outcome.result.failure_dump_available and not outcome.rejections and not outcome.warnings:
+            whole = f"import {target.name!r} announced a failure dump, but the dump holds no readable row"
+            tally.problems.append(f"flow {self.flow}: {whole}; outcome of its records unknown, they will be sent again")
         rejected = {r.row: r for r in outcome.rejections}
         warned = {r.row: r for r in outcome.warnings}
         untraceable = [r for r in outcome.rejections if r.row <= 1]
-        if untraceable:
+        if untraceable and whole is None:
+            # A dump that does not say which lines it rejected (corrupt, or not a dump at all): no record of the
+            # file can be called loaded. They are all rejected with this reason, and sent again by the next run.
             first = _reason(untraceable[0])
-            tally.problems.append(
-                f"flow {self.flow}: {len(untraceable)} rejection(s) without a usable file line: {first}"
+            whole = (
+                f"import {target.name!r}: {len(untraceable)} rejection(s) of its failure dump without a usable file"
+                f" line ({first})"
             )
+            tally.problems.append(f"flow {self.flow}: {whole}; outcome of its records unknown, they will be sent again")
         if self.reconcile:
             if whole is not None:
                 for (account, period), (amount, count) in self._sent.items():

@@ -38,7 +38,11 @@ def build_app(state: InforState) -> web.Application:
 
 @dataclass
 class RunningInfor:
-    """A started emulator: its base URL, its state, and the ``.ionapi`` files of its tenants."""
+    """A started emulator: its base URL, its state, and the ``.ionapi`` files of its tenants.
+
+    ``public_url`` is the base URL the ``.ionapi`` files advertise (``iu``, ``pu``): ``url`` unless the
+    emulator is reached under another name (a Kubernetes Service, a port-forward).
+    """
 
     url: str
     state: InforState
@@ -46,6 +50,10 @@ class RunningInfor:
     ionapi_files: dict[Product, Path] = field(default_factory=dict)
     server: AppServer | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.public_url = self.public_url or self.url
 
     def ionapi(self, product: Product) -> Path:
         return self.ionapi_files[product]
@@ -66,7 +74,12 @@ class RunningInfor:
                 entry["company"] = self.state.dataset.company
                 entry["divisions"] = [p.code for p in self.state.dataset.plants]
             tenants[product] = entry
-        return {"url": self.url, "tenants": tenants, "gl_postings": self.state.dataset.gl_count}
+        return {
+            "url": self.url,
+            "public_url": self.public_url,
+            "tenants": tenants,
+            "gl_postings": self.state.dataset.gl_count,
+        }
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -84,12 +97,14 @@ async def launch_infor(
     ionapi_dir: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    public_url: str | None = None,
     **state_options: Any,
 ) -> RunningInfor:
     """Start the Infor emulator on ``host`` (``port=0``: any free port); call ``stop()`` when done.
 
     ``state_options`` go to :class:`InforState` (``token_lifetime``, ``products``, ...) when no state is
     given. Without ``ionapi_dir`` the ``.ionapi`` files go to a temporary directory removed by ``stop()``.
+    ``public_url`` is the base URL written into the ``.ionapi`` files (default: the URL it listens on).
     """
     state = state or InforState(dataset, **state_options)
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -101,13 +116,13 @@ async def launch_infor(
     server = AppServer(build_app(state), host, port)
     try:
         await server.start()
-        files = write_ionapi_files(state, server.url, directory)
+        files = write_ionapi_files(state, public_url or server.url, directory)
     except BaseException:
         await server.stop()
         if tmp is not None:
             tmp.cleanup()
         raise
-    return RunningInfor(server.url, state, directory, files, server, tmp)
+    return RunningInfor(server.url, state, directory, files, server, tmp, public_url or server.url)
 
 
 @contextlib.asynccontextmanager
