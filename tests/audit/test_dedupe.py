@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from conftest import Backend
 
+from conftest import Backend
 from ml_connector.audit.sqlbase import SqlAuditStore
 from ml_connector.audit.store import EventStatus, RecordEvent, RunInfo
 from ml_connector.records import GLPosting, Record, SupplierInvoice

@@ -12,8 +12,8 @@ import contextlib
 import datetime as dt
 
 import pytest
-from conftest import Backend, FakeClock, PostgresBackend
 
+from conftest import Backend, FakeClock, PostgresBackend
 from ml_connector.audit.postgres import PostgresAuditStore
 from ml_connector.audit.store import AuditUnavailableError, EventStatus, OutagePolicy, RecordEvent, RunInfo
 

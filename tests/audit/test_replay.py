@@ -7,8 +7,8 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from conftest import Backend
 
+from conftest import Backend
 from ml_connector.audit.replay import record_from_payload, replay_records, replayed_event
 from ml_connector.audit.store import AuditError, EventStatus, RecordEvent, RunInfo
 from ml_connector.records import (

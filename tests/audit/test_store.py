@@ -7,8 +7,8 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from conftest import Backend
 
+from conftest import Backend
 from ml_connector.audit import create_store
 from ml_connector.audit.postgres import PostgresAuditStore
 from ml_connector.audit.sqlbase import SCHEMA_VERSION, SqlAuditStore
