@@ -141,3 +141,37 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], *, as_json: bool = False) ->
         if os.environ.get("ML_CONNECTOR_DEBUG"):
             raise
         sys.exit(TRANSIENT_EXIT_CODE)
+
+
+async def run_connection(
+    connection: SyncConnection,
+    *,
+    command: str,
+    secrets_dir: Path | None,
+    audit_url: str | None,
+    poll_interval: float,
+    as_json: bool,
+    **run_options: Any,
+) -> None:
+    """Run a SyncConnection once from the command line: credentials, audit store, an in-process model lock,
+    terminal progress; then print the result. ``run_options`` go to :func:`~ml_connector.sync.pipeline.run_sync`."""
+    from ml_connector.audit import create_store
+    from ml_connector.sync.credentials import load_credentials
+    from ml_connector.sync.locks import InProcessLock
+    from ml_connector.sync.pipeline import run_sync
+    from ml_connector.sync.progress import Progress
+
+    credentials = load_credentials(connection, secrets_dir)
+    progress = Progress.for_terminal()
+    quiet_libraries(verbose=not progress.interactive)
+    async with create_store(audit_location(connection, audit_url, secrets_dir)) as store:
+        result = await run_sync(
+            connection,
+            credentials=credentials,
+            audit=store,
+            lock=InProcessLock(f"ml-connector {command} ({connection.metadata.name})"),
+            progress=progress,
+            tuning=tuning(poll_interval),
+            **run_options,
+        )
+    echo_result(result, as_json)

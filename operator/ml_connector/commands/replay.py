@@ -7,17 +7,14 @@ from pathlib import Path
 import click
 
 from ml_connector.commands._shared import (
-    audit_location,
     audit_option,
     connection_option,
-    echo_result,
     json_option,
     load,
     poll_option,
-    quiet_libraries,
     run,
+    run_connection,
     secrets_option,
-    tuning,
 )
 
 
@@ -43,30 +40,19 @@ def command(
     as_json: bool,
 ) -> None:
     """Rebuild the files of a past run from the audit store's payloads and load them again (a new run)."""
-    from ml_connector.audit import create_store
-    from ml_connector.sync.credentials import load_credentials
-    from ml_connector.sync.locks import InProcessLock
-    from ml_connector.sync.pipeline import run_sync
-    from ml_connector.sync.progress import Progress
 
     async def main() -> None:
-        connection = load(connection_file)
-        credentials = load_credentials(connection, secrets_dir)
-        progress = Progress.for_terminal()
-        quiet_libraries(verbose=not progress.interactive)
-        async with create_store(audit_location(connection, audit_url, secrets_dir)) as store:
-            result = await run_sync(
-                connection,
-                flows=list(flows) or None,
-                run_id=run_id,
-                replay_of=replay_of,
-                only_failed=only_failed,
-                credentials=credentials,
-                audit=store,
-                lock=InProcessLock(f"ml-connector replay ({connection.metadata.name})"),
-                progress=progress,
-                tuning=tuning(poll_interval),
-            )
-        echo_result(result, as_json)
+        await run_connection(
+            load(connection_file),
+            command="replay",
+            secrets_dir=secrets_dir,
+            audit_url=audit_url,
+            poll_interval=poll_interval,
+            as_json=as_json,
+            flows=list(flows) or None,
+            run_id=run_id,
+            replay_of=replay_of,
+            only_failed=only_failed,
+        )
 
     run(main, as_json=as_json)

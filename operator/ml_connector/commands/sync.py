@@ -7,17 +7,14 @@ from pathlib import Path
 import click
 
 from ml_connector.commands._shared import (
-    audit_location,
     audit_option,
     connection_option,
-    echo_result,
     json_option,
     load,
     poll_option,
-    quiet_libraries,
     run,
+    run_connection,
     secrets_option,
-    tuning,
 )
 
 
@@ -53,13 +50,8 @@ def command(
     as_json: bool,
 ) -> None:
     """Run a SyncConnection once: align, load every flow (or write back), reconcile, audit."""
-    from ml_connector.audit import create_store
     from ml_connector.spec import PeriodRange
-    from ml_connector.sync.credentials import load_credentials
     from ml_connector.sync.errors import SyncConfigError
-    from ml_connector.sync.locks import InProcessLock
-    from ml_connector.sync.pipeline import run_sync
-    from ml_connector.sync.progress import Progress
 
     async def main() -> None:
         connection = load(connection_file)
@@ -69,23 +61,18 @@ def command(
             period = PeriodRange.model_validate({"from": period_from, "to": period_to}) if period_from else None
         except ValueError as exc:
             raise SyncConfigError(f"--period-from/--period-to: {exc}") from None
-        credentials = load_credentials(connection, secrets_dir)
-        progress = Progress.for_terminal()
-        quiet_libraries(verbose=not progress.interactive)
-        async with create_store(audit_location(connection, audit_url, secrets_dir)) as store:
-            result = await run_sync(
-                connection,
-                direction="WriteBack" if direction.lower() == "writeback" else "Load",
-                flows=list(flows) or None,
-                dry_run=dry_run,
-                run_id=run_id,
-                period=period,
-                credentials=credentials,
-                audit=store,
-                lock=InProcessLock(f"ml-connector sync ({connection.metadata.name})"),
-                progress=progress,
-                tuning=tuning(poll_interval),
-            )
-        echo_result(result, as_json)
+        await run_connection(
+            connection,
+            command="sync",
+            secrets_dir=secrets_dir,
+            audit_url=audit_url,
+            poll_interval=poll_interval,
+            as_json=as_json,
+            direction="WriteBack" if direction.lower() == "writeback" else "Load",
+            flows=list(flows) or None,
+            dry_run=dry_run,
+            run_id=run_id,
+            period=period,
+        )
 
     run(main, as_json=as_json)
