@@ -46,6 +46,7 @@ LOG_FILE_NAMES = ("log.txt",)
 LOG_SUFFIXES = (".log",)
 DATABASE_SUFFIXES = (".sqlite3", ".sqlite", ".db", ".sqlite3-wal", ".sqlite-wal", ".db-wal")
 _MAX_FILE_BYTES = 256 * 1024 * 1024
+_EVERYTHING = 1  # the level tapped loggers get: below DEBUG, so that a test setting DEBUG is told apart
 _GATEWAY_REVOKE = "tests/sandbox/test_infor_emulator_gateway.py::test_revoke_kills_the_grant_and_its_access_tokens"
 _GET_REVOKE = (
     "the emulator test itself revokes a token with the RFC 7009 GET form (the token in the query string), and httpx"
@@ -187,8 +188,8 @@ def _install_taps(watch: CanaryWatch) -> None:
         logger = logging.getLogger(name)
         if logger.level:  # configured by someone: leave it alone, the root tap sees what it emits
             continue
-        forced[name] = logging.DEBUG
-        logger.setLevel(logging.DEBUG)
+        forced[name] = _EVERYTHING
+        logger.setLevel(_EVERYTHING)
         logger.propagate = False
         logger.addHandler(tap)
         logger.addHandler(forwarder)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -146,6 +146,7 @@ class Hooked(httpx.AsyncBaseTransport):
         self.rewrite = rewrite
         self.seen = 0
         self.rewritten = 0
+        self.statuses: Counter[int] = Counter()  # every answer's status, matched or not
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         matched = self.match(request)
@@ -154,6 +155,7 @@ class Hooked(httpx.AsyncBaseTransport):
             if self.hook is not None:
                 self.hook(request, self.seen)
         response = await self._inner.handle_async_request(request)
+        self.statuses[response.status_code] += 1
         if not matched or self.rewrite is None:
             return response
         body = await response.aread()

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import httpx
+import psycopg
 import pytest
 import yaml
 from click.testing import CliRunner
 from reliability_env import (
+    AUDIT_POLICY,
     Env,
     Hooked,
     aggregate,
@@ -24,11 +27,13 @@ from reliability_env import (
     current_postings,
     gl_cells,
     list_items,
+    make_env,
     snapshot,
     tuning,
 )
 
 from ml_connector.anaplan import AnaplanError
+from ml_connector.audit.postgres import PostgresAuditStore
 from ml_connector.audit.store import RunStatus
 from ml_connector.commands.demo import UNKNOWN_COST_CENTER
 from ml_connector.infor import ExtractionError
@@ -382,6 +387,46 @@ async def test_malformed_records_from_infor_are_rejected_with_field_and_value_an
     assert fixed.succeeded, fixed.problems
     await assert_accounted(env, fixed)
     assert_end_state(env)  # nothing was lost: every posting is in Anaplan now
+
+
+async def test_text_postgresql_cannot_hold_is_audited_without_failing_the_store(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """NUL characters and invalid Unicode from the source reach the audit trail (the rejected rows, their reasons,
+    the payloads of loaded records); PostgreSQL text holds neither, so they are stored as U+FFFD, never as a
+    failed write that would stop the run."""
+    schema = f"bad_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    store = PostgresAuditStore(f"{postgres_dsn}?options={quote(f'-csearch_path={schema}')}", policy=AUDIT_POLICY)
+    async for env in make_env(tmp_path, store=store):
+        postings = [p for p in current_postings(env) if p.cost_center != UNKNOWN_COST_CENTER]  # type: ignore[attr-defined]
+        nul_text, bad_text, nul_key = postings[5:8]
+        targets = {
+            (p.division, str(p.year), p.journal, str(p.line)): change  # type: ignore[attr-defined]
+            for p, change in (
+                (nul_text, (GL_FIELDS["EGVTXT"], "a NUL \x00 inside")),  # loads: CSV drops it, the payload keeps it
+                (bad_text, (GL_FIELDS["EGVTXT"], "lone \udc80 surrogate")),
+                (nul_key, (GL_FIELDS["EGAIT1"], "61\x0000")),  # cleaned, it would be account 6100's cell
+            )
+        }
+        hooked = Hooked(lambda r: "EXPORTMI" in r.url.path, rewrite=rewrite_fgledg(targets))
+
+        result = await env.run(tuning=tuning(infor_transport=hooked))
+
+        assert result.succeeded, result.problems
+        gl = result.flow("gl_postings")
+        assert gl is not None
+        reasons = {r.natural_key: r.reason for r in gl.rejections}
+        assert "not valid Unicode" in reasons[bad_text.natural_key]
+        assert "field account='61\\x0000' holds a control character" in reasons[nul_key.natural_key]
+        assert nul_text.natural_key not in reasons
+        await assert_accounted(env, result)
+        history = await env.store.history(nul_text.natural_key)
+        payload = next(e.payload for e in history if e.payload)
+        assert payload["text"] == "a NUL \ufffd inside"
+        again = await env.run()
+        assert again.succeeded
 
 
 async def test_a_malformed_cursor_key_stops_the_extraction_with_a_clear_error(env: Env) -> None:

@@ -201,9 +201,9 @@ class PostgresAuditStore(SqlAuditStore):
             async with conn.transaction(), conn.cursor() as cur:
                 async with cur.copy(_COPY_EVENTS) as copy:
                     for row in events:
-                        await copy.write_row(_storable_row(row))
+                        await copy.write_row(_storable_row(row, _EVENT_KEY, _EVENT_REASON))
                 if loaded:
-                    columns = list(zip(*map(_storable_row, loaded), strict=True))
+                    columns = list(zip(*(_storable_row(row, _LOADED_KEY) for row in loaded), strict=True))
                     await cur.execute(_UPSERT_LOADED_ARRAYS, [list(c) for c in columns])
 
     async def last_loaded(self, connection: str, flow: str, natural_keys: Sequence[str]) -> dict[str, LoadedHash]:
@@ -279,6 +279,8 @@ class PostgresAuditStore(SqlAuditStore):
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))
+_EVENT_KEY, _EVENT_REASON = 3, 8  # natural_key and reason in an event row (see _COPY_EVENTS)
+_LOADED_KEY = 2  # natural_key in a last-loaded row
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -298,9 +300,10 @@ def storable(value: Any) -> Any:
     return value
 
 
-def _storable_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    if any(isinstance(v, str) and _unstorable(v) for v in row):
-        return tuple(storable(v) if isinstance(v, str) else v for v in row)
+def _storable_row(row: tuple[Any, ...], *columns: int) -> tuple[Any, ...]:
+    """``row`` with its source-derived text ``columns`` (natural key, reason) made storable; the others are ours."""
+    if any(isinstance(row[c], str) and _unstorable(row[c]) for c in columns):
+        return tuple(storable(v) if i in columns and isinstance(v, str) else v for i, v in enumerate(row))
     return row
 
 

@@ -82,6 +82,11 @@ class FaultInjector:
     def clear(self) -> None:
         self._rules.clear()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the generator behind ``probability`` rules from ``seed`` (the same faults for the same calls)."""
+        self.seed = seed
+        self._rng = random.Random(seed)
+
     def describe(self) -> list[dict[str, Any]]:
         return [{"rule": a.rule.model_dump(), "seen": a.seen, "fired": a.fired} for a in self._rules]
 

@@ -116,9 +116,9 @@ MAX_AMOUNT = Decimal(2**53) / 100
 class _Checks:
     """The fields of a record type to check, and C-level getters for the common (clean) case."""
 
-    fields: tuple[tuple[str, str], ...]  # (name, "key" | "text" | "number")
+    fields: tuple[tuple[str, str], ...]  # (name, "code" | "text" | "number")
     texts: Callable[[Any], tuple[Any, ...]]
-    keys: Callable[[Any], tuple[Any, ...]]
+    codes: Callable[[Any], tuple[Any, ...]]
     numbers: Callable[[Any], tuple[Any, ...]]
 
 
@@ -132,18 +132,22 @@ def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
 _CHECKS: dict[type, _Checks] = {}
 
 
+#: Free-text fields: the import file flattens their line breaks and drops their control characters. Every other
+#: text field is a code (a key, a dimension member, a period, a currency...): changed, it would be another code.
+FREE_TEXT = frozenset({"text", "name", "description"})
+
+
 def _checks(kind: type) -> _Checks:
-    keys = set(getattr(kind, "key_fields", ()))
     fields: list[tuple[str, str]] = []
     for f in dataclasses.fields(kind):
         if f.type in ("str", "str | None", str):
-            fields.append((f.name, "key" if f.name in keys else "text"))
+            fields.append((f.name, "text" if f.name in FREE_TEXT else "code"))
         elif f.type in ("Decimal", "Decimal | None", Decimal):
             fields.append((f.name, "number"))
     checks = _CHECKS[kind] = _Checks(
         tuple(fields),
         _getter([n for n, k in fields if k != "number"]),
-        _getter([n for n, k in fields if k == "key"]),
+        _getter([n for n, k in fields if k == "code"]),
         _getter([n for n, k in fields if k == "number"]),
     )
     return checks
@@ -156,12 +160,13 @@ def _shown(text: str) -> str:
 def source_problem(record: Record) -> SourceRecordError | None:
     """A :class:`SourceRecordError` when a mapped record cannot be loaded faithfully: a text field that is not
     valid Unicode (a lone UTF-16 surrogate, which a JSON ``\\ud800`` escape from the source decodes to, cannot
-    be encoded, hashed or written to a file), a key field holding a control character (the key would not survive
-    the CSV file or the audit store), or an amount beyond :data:`MAX_AMOUNT` (Anaplan would round it)."""
+    be encoded, hashed or written to a file), a code (any text field but free text) holding a control character
+    (the import file cannot carry it: cleaned, the code would be another one, and its row could overwrite another
+    cell), or an amount beyond :data:`MAX_AMOUNT` (Anaplan would round it)."""
     record_type = type(record)
     checks = _CHECKS.get(record_type) or _checks(record_type)
     try:  # the common case at C speed; anything unusual (None, NaN, non-ASCII) takes the field-by-field path
-        if "".join(checks.texts(record)).isascii() and "".join(checks.keys(record)).isprintable():
+        if "".join(checks.texts(record)).isascii() and "".join(checks.codes(record)).isprintable():
             for number in checks.numbers(record):
                 if abs(number) > MAX_AMOUNT:
                     break
@@ -186,15 +191,15 @@ def source_problem(record: Record) -> SourceRecordError | None:
         elif not value.isascii() and _SURROGATE.search(value):
             reason = "text is not valid Unicode (a lone UTF-16 surrogate, shown as U+FFFD)"
             shown = _shown(value)
-        elif role == "key" and _CONTROL.search(value):
-            reason = "key field holds a control character"
+        elif role == "code" and _CONTROL.search(value):
+            reason = "holds a control character, which a code cannot carry into the import file"
             shown = value
         else:
             continue
         return SourceRecordError(
             entity=record.entity,
             source="Infor",
-            natural_key=_shown(record.natural_key),
+            natural_key=_CONTROL.sub("\ufffd", _shown(record.natural_key)),  # printable, storable anywhere
             field=name,
             raw_value=shown,
             reason=reason,
